@@ -1,0 +1,1 @@
+"""Video data: the sample type, readers, synthetic videos, clip sampling and augmentation."""

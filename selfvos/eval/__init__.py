@@ -1,0 +1,1 @@
+"""Evaluation: official-parity DAVIS J/F metrics and reports."""
