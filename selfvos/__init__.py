@@ -7,4 +7,15 @@ Data flows one way through the package:
 from selfvos.registry import BACKBONES, HEADS, OBJECTIVES, PSEUDO_LABELERS, SOURCES, Registry
 
 __version__ = "0.1.0"
-__all__ = ["BACKBONES", "HEADS", "OBJECTIVES", "PSEUDO_LABELERS", "SOURCES", "Registry", "__version__"]
+__all__ = ["BACKBONES", "HEADS", "OBJECTIVES", "PSEUDO_LABELERS", "SOURCES", "Registry", "__version__", "from_pretrained"]
+
+# Public names imported on first use, so `import selfvos` stays light (no torch): name -> module.
+_LAZY = {"from_pretrained": "selfvos.hub.mixin"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'selfvos' has no attribute {name!r}")
