@@ -1,0 +1,97 @@
+"""Checked image reading: RGB frames and object-id masks, with one clear error per bad file.
+
+Mask conventions (what the readers hand on as ``(H, W) uint8`` ids):
+- palette PNG (mode ``P``, DAVIS-2017 / YouTube-VOS): the palette index *is* the object id,
+  0 = background, 255 = void; ids are preserved (``schoolgirls`` keeps 0..7).
+- grayscale PNG (mode ``L``) holding only {0, 255} (DAVIS-2016 as shipped): foreground = value > 0,
+  so it becomes ids {0, 1}. Any other grayscale PNG is read as raw ids.
+- 1-bit PNG (mode ``1``): ids {0, 1}.
+- RGB / RGBA / 16-bit masks are rejected: colours are not ids (convert to a palette PNG first).
+
+``binary=True`` maps every object id > 0 to 1; void (255 in palette masks) stays void.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Tuple, Union
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from selfvos.data.video import VOID
+from selfvos.errors import SelfvosInputError
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+_MASK_MODES = ("P", "L", "1")
+
+
+def _open_checked(path: PathLike) -> Image.Image:
+    """Open and fully decode an image, turning every PIL failure into a SelfvosInputError."""
+    path = Path(path)
+    if not path.is_file():
+        raise SelfvosInputError(path, "file not found")
+    try:
+        image = Image.open(path)
+        image.load()  # PIL decodes lazily: truncated/corrupt data only fails here
+    except UnidentifiedImageError:
+        raise SelfvosInputError(path, "not a readable image (unknown or corrupt format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as err:
+        raise SelfvosInputError(path, f"corrupt or truncated image ({err})") from None
+    return image
+
+
+def image_size(path: PathLike) -> Tuple[int, int]:
+    """(H, W) from the file header only (no pixel decoding)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        raise SelfvosInputError(path, "file not found") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise SelfvosInputError(path, f"not a readable image ({err})") from None
+    return height, width
+
+
+def read_rgb(path: PathLike) -> np.ndarray:
+    """Read a JPEG/PNG frame as (H, W, 3) uint8 RGB (grayscale, palette and RGBA are converted)."""
+    image = _open_checked(path)
+    if image.mode != "RGB":
+        if image.mode in ("I;16", "I", "F"):
+            raise SelfvosInputError(path, f"unsupported frame mode {image.mode!r} (expected 8-bit RGB or grayscale)")
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def read_mask(path: PathLike, *, binary: bool = False) -> np.ndarray:
+    """Read an annotation PNG as (H, W) uint8 object ids (see the module docstring for the rules)."""
+    image = _open_checked(path)
+    if image.mode not in _MASK_MODES:
+        raise SelfvosInputError(
+            path,
+            f"mask has mode {image.mode!r}; expected a palette (P) or grayscale (L) PNG of object ids "
+            "(an RGB colour mask must be converted to a palette PNG first)",
+        )
+    ids = np.asarray(image, dtype=np.uint8).copy()
+    void_is_value = image.mode == "P"
+    if image.mode == "L":
+        values = np.unique(ids)
+        if values.size and set(values.tolist()) <= {0, 255}:
+            ids = (ids > 0).astype(np.uint8)  # DAVIS-2016 0/255 ground truth
+    if binary:
+        keep_void = void_is_value & (ids == VOID)
+        ids = np.where(keep_void, VOID, ids > 0).astype(np.uint8)
+    return ids
+
+
+def check_mask_matches_frame(mask: np.ndarray, mask_path: PathLike, frame_path: PathLike) -> None:
+    """Raise when a mask and its frame differ in size (checked against the frame's header)."""
+    frame_hw = image_size(frame_path)
+    if tuple(mask.shape[:2]) != tuple(frame_hw):
+        raise SelfvosInputError(
+            mask_path,
+            f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but frame {Path(frame_path).name} is "
+            f"{frame_hw[1]}x{frame_hw[0]}",
+        )
