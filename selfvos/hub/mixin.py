@@ -1,0 +1,180 @@
+"""``SelfvosModelMixin``: save/load any selfvos model as ``config.json`` + ``model.safetensors``.
+
+A model class names its architecture and takes one typed dataclass config::
+
+    @register_architecture
+    class MugNet(SelfvosModelMixin, nn.Module):
+        architecture = "mug-resnet18"
+        def __init__(self, config: MugConfig) -> None: ...   # or class attribute config_class = MugConfig
+
+``save_pretrained(dir)`` writes ``config.json`` = ``{"architecture", "selfvos_version", "config": {...}}``
+and the weights atomically. ``MugNet.from_pretrained(dir_or_repo_id)`` rebuilds the config as EQUAL typed
+dataclasses (``selfvos.config.from_dict``), loads strictly by default, and puts the model in eval mode;
+``selfvos.from_pretrained`` picks the class from the architecture name. Unlike
+``PyTorchModelHubMixin`` (strict=False, nested configs reloaded as dicts), nothing here is lenient.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import typing
+from pathlib import Path
+from typing import Any, ClassVar, Dict, Optional, Type, TypeVar, Union
+
+import torch
+
+from selfvos.config import from_dict, to_dict
+from selfvos.errors import SelfvosInputError
+from selfvos.hub.files import CONFIG_NAME, PathOrRepoId, read_config, resolve_file
+from selfvos.hub.weights import WEIGHTS_NAME, load_weights, save_weights
+
+M = TypeVar("M", bound="SelfvosModelMixin")
+_ARCHITECTURES: Dict[str, type] = {}
+
+
+def config_class_of(cls: type) -> type:
+    """The dataclass a model class is built from: ``cls.config_class`` or the hint on ``__init__(config)``."""
+    explicit = getattr(cls, "config_class", None)
+    if explicit is None:
+        try:
+            explicit = typing.get_type_hints(cls.__init__).get("config")
+        except NameError as err:  # a hint naming a class the module cannot see
+            raise TypeError(f"{cls.__name__}.__init__ config hint cannot be resolved ({err}); set config_class") from None
+    if not (isinstance(explicit, type) and dataclasses.is_dataclass(explicit)):
+        raise TypeError(
+            f"{cls.__name__} needs a dataclass config: set `config_class = MyConfig` or annotate __init__(self, config: MyConfig)"
+        )
+    return explicit
+
+
+def register_architecture(cls: Type[M]) -> Type[M]:
+    """Class decorator: make ``cls`` loadable by ``selfvos.from_pretrained`` under ``cls.architecture``."""
+    name = cls.__dict__.get("architecture")
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{cls.__name__} must define a class attribute `architecture = '<name>'`")
+    if not issubclass(cls, SelfvosModelMixin):
+        raise TypeError(f"{cls.__name__} must inherit SelfvosModelMixin to be registered")
+    config_class_of(cls)
+    existing = _ARCHITECTURES.get(name)
+    if existing is not None and _qualname(existing) != _qualname(cls):
+        raise KeyError(f"architecture {name!r} is already registered by {_qualname(existing)}")
+    _ARCHITECTURES[name] = cls
+    return cls
+
+
+def architectures() -> Dict[str, type]:
+    """Registered architecture name -> class (after importing the built-in model packages)."""
+    from selfvos.registry import _load_builtin_modules
+
+    _load_builtin_modules()
+    return dict(sorted(_ARCHITECTURES.items()))
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class SelfvosModelMixin:
+    """Mix into an ``nn.Module`` that has ``architecture: ClassVar[str]`` and a dataclass ``self.config``."""
+
+    architecture: ClassVar[str]
+    config: Any
+
+    def hub_config(self) -> Dict[str, Any]:
+        """The ``config.json`` document; refuses a config that would not reload to an equal object."""
+        from selfvos import __version__
+
+        config_class = config_class_of(type(self))
+        if not isinstance(self.config, config_class):
+            raise TypeError(f"{type(self).__name__}.config is {type(self.config).__name__}, not {config_class.__name__}")
+        plain = to_dict(self.config)
+        if from_dict(config_class, json.loads(json.dumps(plain))) != self.config:
+            raise TypeError(f"{config_class.__name__} does not survive a JSON round trip; use typed fields")
+        return {"architecture": self.architecture, "selfvos_version": __version__, "config": plain}
+
+    def save_pretrained(self, save_directory: Union[str, Path]) -> Path:
+        """Write ``model.safetensors`` and ``config.json`` into ``save_directory``; returns its path.
+
+        Files are written in a temporary sibling directory first; a new directory appears by one rename,
+        an existing one gets each file by an atomic ``os.replace`` (weights first, config last).
+        """
+        if not isinstance(self, torch.nn.Module):
+            raise TypeError(f"{type(self).__name__} must be an nn.Module to save weights")
+        document = self.hub_config()
+        target = Path(save_directory)
+        if target.exists() and not target.is_dir():
+            raise SelfvosInputError(target, "exists and is not a directory")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        try:
+            save_weights(self, staging / WEIGHTS_NAME)
+            (staging / CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n")
+            if not target.exists():
+                os.rename(staging, target)
+            else:
+                for name in (WEIGHTS_NAME, CONFIG_NAME):
+                    os.replace(staging / name, target / name)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return target
+
+    @classmethod
+    def from_pretrained(
+        cls: Type[M],
+        path_or_repo_id: PathOrRepoId,
+        revision: Optional[str] = None,
+        strict: bool = True,
+        map_location: Union[str, torch.device] = "cpu",
+        *,
+        cache_dir: Optional[Union[str, Path]] = None,
+        token: Optional[str] = None,
+    ) -> M:
+        """Load a checkpoint directory or Hub repo id; the model comes back in eval mode on ``map_location``.
+
+        Called on ``SelfvosModelMixin`` itself (or via ``selfvos.from_pretrained``) the class is chosen by
+        the architecture in ``config.json``; called on a model class, another architecture is an error.
+        """
+        where = dict(revision=revision, cache_dir=cache_dir, token=token)
+        config_path = resolve_file(path_or_repo_id, CONFIG_NAME, **where)
+        architecture, config_dict, _ = read_config(config_path)
+        own = getattr(cls, "architecture", None)
+        if own is not None and own != architecture:
+            raise SelfvosInputError(
+                config_path,
+                f"config is for architecture {architecture!r}, not {own!r} ({cls.__name__}); "
+                "load it with selfvos.from_pretrained",
+            )
+        model_class = cls if own is not None else _architecture_class(architecture, config_path)
+        try:
+            config = from_dict(config_class_of(model_class), config_dict, where=str(config_path))
+        except (KeyError, TypeError, ValueError) as err:
+            problem = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+            raise SelfvosInputError(config_path, f"config does not fit {model_class.__name__}: {problem}") from None
+        model = model_class(config)
+        load_weights(model, resolve_file(path_or_repo_id, WEIGHTS_NAME, **where), strict=strict)
+        model.to(map_location)
+        model.eval()
+        return model
+
+    def push_to_hub(self, repo_id: str, **kwargs: Any) -> str:
+        """Save to a temporary directory and publish it (see ``selfvos.hub.publish.push_checkpoint``)."""
+        from selfvos.hub.publish import push_checkpoint
+
+        with tempfile.TemporaryDirectory(prefix="selfvos-push-") as tmp:
+            return push_checkpoint(self.save_pretrained(Path(tmp) / "checkpoint"), repo_id, **kwargs).location
+
+
+def _architecture_class(name: str, config_path: Path) -> type:
+    known = architectures()
+    if name not in known:
+        listed = ", ".join(known) or "(none registered)"
+        raise SelfvosInputError(config_path, f"unknown architecture {name!r}; registered: {listed}")
+    return known[name]
+
+
+def from_pretrained(path_or_repo_id: PathOrRepoId, **kwargs: Any) -> Any:
+    """Load any registered selfvos model; the class comes from ``config.json``'s ``architecture``."""
+    return SelfvosModelMixin.from_pretrained(path_or_repo_id, **kwargs)
