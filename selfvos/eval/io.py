@@ -1,0 +1,197 @@
+"""Reading DAVIS-style PNG folders (``ROOT/<sequence>/<frame>.png``) and scoring them, in parallel.
+
+Every bad input raises one ``SelfvosInputError`` naming the file or folder: a GT sequence without a
+prediction folder, a prediction of another size than its GT, a non-single-channel (e.g. RGB) mask, a corrupt
+PNG, an empty GT folder. Prediction folders without GT are logged as a warning and ignored; a missing
+predicted frame counts as an empty mask.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from selfvos.errors import SelfvosInputError
+from selfvos.eval.davis import (
+    BOUND_TH, DatasetResult, SequenceResult, evaluate_sequence, first_frame_objects, protocol_frames)
+
+log = logging.getLogger(__name__)
+
+SINGLE_CHANNEL_MODES = ("1", "L", "P")  # PIL modes accepted as masks
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> channels (3 = palette)
+
+
+def _png_header(path: PathLike) -> Tuple[int, int, int, int]:
+    """(height, width, bit depth, colour type) from a PNG's IHDR chunk, without decoding."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(26)
+    except OSError as err:
+        raise SelfvosInputError(path, f"cannot read file ({err.strerror})") from None
+    if len(head) < 26 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise SelfvosInputError(path, "not a PNG file (bad signature or header)")
+    width, height = int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+    return height, width, head[24], head[25]
+
+
+def _decode_with_pil(path: PathLike) -> np.ndarray:
+    try:
+        with Image.open(path) as img:
+            if img.mode not in SINGLE_CHANNEL_MODES:
+                raise SelfvosInputError(path, f"mask must be a palette or grayscale PNG, got mode {img.mode!r}")
+            return np.asarray(img).astype(np.uint8, copy=False)
+    except (OSError, SyntaxError, ValueError) as err:
+        if isinstance(err, SelfvosInputError):
+            raise
+        raise SelfvosInputError(path, f"corrupt PNG ({err})") from None
+
+
+def read_mask(path: PathLike, shape: Optional[Tuple[int, int]] = None) -> np.ndarray:
+    """Read a palette / grayscale / 1-bit PNG as uint8 (H, W) ids (1-bit: 0/1), checking size against ``shape``.
+
+    8-bit and 1-bit grayscale PNGs are decoded by OpenCV (about twice as fast as PIL); palette PNGs by PIL,
+    which keeps the palette indices.
+    """
+    height, width, depth, colour = _png_header(path)
+    channels = PNG_CHANNELS.get(colour)
+    if channels != 1:
+        kind = {2: "RGB", 4: "grey+alpha", 6: "RGBA"}.get(colour, f"colour type {colour}")
+        raise SelfvosInputError(
+            path, f"mask must be a single-channel palette or grayscale PNG, got {kind} ({channels} channels)")
+    if shape is not None and (height, width) != tuple(shape):
+        raise SelfvosInputError(
+            path, f"size {width}x{height} differs from the ground truth {shape[1]}x{shape[0]}")
+    array = None
+    if colour == 0 and depth in (1, 8):
+        array = cv2.imread(os.fspath(path), cv2.IMREAD_UNCHANGED)
+        if array is not None and depth == 1:
+            array = array >> 7  # OpenCV expands 1-bit to 0/255; ids are 0/1 as PIL reads them
+    if array is None:  # palette, other bit depths, or a file OpenCV could not decode (PIL names the error)
+        array = _decode_with_pil(path)
+    if array.shape != (height, width):
+        raise SelfvosInputError(path, f"decoded shape {array.shape} does not match the PNG header")
+    return array
+
+
+def frame_names(folder: Path) -> List[str]:
+    """Sorted stems of the ``*.png`` files in a folder."""
+    return sorted(p.stem for p in folder.glob("*.png"))
+
+
+def is_palette_annotation(path: PathLike) -> bool:
+    """Whether an annotation PNG stores object ids in a palette (DAVIS-2017 style)."""
+    return _png_header(path)[3] == 3
+
+
+def resolve_sequences(pred_dir: Path, gt_dir: Path, sequences: Optional[Sequence[str]] = None) -> List[str]:
+    """GT sequences to score (all, or the requested ones), each checked to have frames and predictions."""
+    if not gt_dir.is_dir():
+        raise SelfvosInputError(gt_dir, "ground-truth folder does not exist")
+    if not pred_dir.is_dir():
+        raise SelfvosInputError(pred_dir, "prediction folder does not exist")
+    available = sorted(p.name for p in gt_dir.iterdir() if p.is_dir())
+    if not available:
+        raise SelfvosInputError(gt_dir, "ground-truth folder holds no sequence folders")
+    names = list(sequences) if sequences else available
+    for name in names:
+        if name not in available:
+            raise SelfvosInputError(gt_dir / name, "no ground truth for this requested sequence")
+        if not frame_names(gt_dir / name):
+            raise SelfvosInputError(gt_dir / name, "ground-truth sequence folder holds no PNG annotations")
+        if not (pred_dir / name).is_dir():
+            raise SelfvosInputError(pred_dir / name, f"no prediction folder for ground-truth sequence {name!r}")
+    if not sequences:
+        for extra in sorted(p.name for p in pred_dir.iterdir() if p.is_dir() and p.name not in available):
+            log.warning("%s: predictions for a sequence with no ground truth; ignored", pred_dir / extra)
+    return names
+
+
+def load_and_evaluate(
+    name: str, pred_dir: Path, gt_dir: Path, multi_object: bool, protocol: str, bound_th: float = BOUND_TH
+) -> SequenceResult:
+    """Read one sequence's GT and predictions (only the frames the protocol scores) and score it."""
+    gt_seq, pred_seq = gt_dir / name, pred_dir / name
+    names = frame_names(gt_seq)
+    scored = list(protocol_frames(len(names), protocol))
+    if not scored:
+        raise SelfvosInputError(gt_seq, f"{len(names)} annotated frames leave none to score with protocol {protocol!r}")
+    needed = sorted(set(scored) | ({0} if multi_object else set()))
+    gt: List[Optional[np.ndarray]] = [None] * len(names)
+    pred: List[Optional[np.ndarray]] = [None] * len(names)
+    shape = None
+    for i in needed:
+        gt[i] = read_mask(gt_seq / f"{names[i]}.png", shape)
+        shape = gt[i].shape
+        pred_path = pred_seq / f"{names[i]}.png"
+        if pred_path.is_file():
+            pred[i] = read_mask(pred_path, shape)
+    if multi_object and not first_frame_objects(gt[0]):
+        raise SelfvosInputError(gt_seq / f"{names[0]}.png", "first-frame annotation holds no object id")
+    return evaluate_sequence(name, names, gt, pred, multi_object, protocol, bound_th)
+
+
+def _score_or_error(job: tuple) -> Union[SequenceResult, Tuple[str, str]]:
+    """Worker entry point; returns (path, problem) instead of raising so the error survives pickling."""
+    try:
+        return load_and_evaluate(*job)
+    except SelfvosInputError as err:
+        return (err.path, err.problem)
+
+
+def available_cores() -> int:
+    """CPU cores this process may use."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def evaluate_folders(
+    pred_dir: PathLike,
+    gt_dir: PathLike,
+    sequences: Optional[Sequence[str]] = None,
+    protocol: str = "official",
+    multi_object: Union[str, bool] = "auto",
+    workers: Optional[int] = None,
+    bound_th: float = BOUND_TH,
+) -> DatasetResult:
+    """Score ``pred_dir/<seq>/<frame>.png`` against ``gt_dir/<seq>/<frame>.png``.
+
+    ``multi_object``: ``"auto"`` (palette GT -> multi-object, grayscale -> binary), ``"yes"``/True, ``"no"``/False.
+    ``workers``: processes (default: one per available core, at most one per sequence; 1 = in-process).
+    """
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    names = resolve_sequences(pred_dir, gt_dir, sequences)
+    if multi_object in ("auto", None):
+        first_seq = gt_dir / names[0]
+        multi = is_palette_annotation(first_seq / f"{frame_names(first_seq)[0]}.png")
+    else:
+        multi = multi_object in (True, "yes")
+    # longest sequences first so the pool stays balanced
+    names_by_size = sorted(names, key=lambda n: -len(frame_names(gt_dir / n)))
+    jobs = [(n, pred_dir, gt_dir, multi, protocol, bound_th) for n in names_by_size]
+    n_workers = min(workers or available_cores(), len(jobs))
+    if n_workers <= 1:
+        outcomes = [_score_or_error(job) for job in jobs]
+    else:
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
+            outcomes = list(pool.map(_score_or_error, jobs))
+    results: Dict[str, SequenceResult] = {}
+    for outcome in outcomes:
+        if isinstance(outcome, tuple):
+            raise SelfvosInputError(*outcome)
+        results[outcome.name] = outcome
+    return DatasetResult({n: results[n] for n in names}, multi, protocol)
