@@ -188,4 +188,6 @@ def _class_path(architecture: str) -> str:
 
 
 def _format_count(count: int) -> str:
-    return f"{count / 1e6:.2f} M values ({count:,} parameters and buffers)"
+    if count < 1_000_000:
+        return f"{count:,} values (parameters and buffers, tied tensors once)"
+    return f"{count / 1e6:.2f} M ({count:,} values: parameters and buffers, tied tensors once)"

@@ -1,0 +1,87 @@
+"""``selfvos push``: the dry-run folder, the upload call (replaced by a fake), and refusals."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import selfvos
+from selfvos.cli import main
+from selfvos.errors import SelfvosInputError
+from selfvos.hub import publish
+
+EXPECTED_FILES = ["README.md", "config.json", "model.safetensors"]
+
+
+@pytest.fixture
+def fake_upload(monkeypatch):
+    """Replace the one networked function; record what it would have uploaded."""
+    calls = []
+
+    def upload(folder: Path, repo_id: str, *, private: bool = False, revision=None, commit_message: str = "") -> str:
+        calls.append({
+            "files": {p.name: p.read_bytes() for p in folder.iterdir()},
+            "repo_id": repo_id, "private": private, "revision": revision, "message": commit_message,
+        })
+        return f"https://huggingface.co/{repo_id}/commit/0123"
+
+    monkeypatch.setattr(publish, "upload_folder", upload)
+    return calls
+
+
+def test_dry_run_writes_exactly_the_upload_folder(tmp_path, checkpoint, segmenter):
+    out = tmp_path / "upload"
+    assert main(["push", "--checkpoint", str(checkpoint), "--repo-id", "org/tiny", "--dry-run", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == EXPECTED_FILES
+    assert (out / "model.safetensors").read_bytes() == (checkpoint / "model.safetensors").read_bytes()
+    assert (out / "config.json").read_bytes() == (checkpoint / "config.json").read_bytes()
+    assert "Not measured" in (out / "README.md").read_text()
+    x = torch.rand(1, 3, 8, 8)
+    assert torch.equal(selfvos.from_pretrained(out)(x), segmenter(x))  # the upload folder is itself loadable
+
+
+def test_push_calls_the_upload_with_weights_config_and_card(tmp_path, checkpoint, fake_upload, capsys):
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"task": "one-shot-vos", "dataset": "DAVIS-2017", "split": "val",
+                                 "metrics": {"J&F": 12.5}}))
+    argv = ["push", "--checkpoint", str(checkpoint), "--repo-id", "org/tiny", "--private",
+            "--revision", "exp1", "--benchmark-json", str(bench)]
+    assert main(argv) == 0
+    (call,) = fake_upload
+    assert sorted(call["files"]) == EXPECTED_FILES
+    assert (call["repo_id"], call["private"], call["revision"]) == ("org/tiny", True, "exp1")
+    assert call["files"]["model.safetensors"] == (checkpoint / "model.safetensors").read_bytes()
+    card = call["files"]["README.md"].decode()
+    assert "model-index:" in card and "value: 12.5" in card and "DAVIS-2017" in card
+    assert "Not measured" not in card
+    out = capsys.readouterr().out
+    assert "pushed: https://huggingface.co/org/tiny/commit/0123" in out and "model.safetensors" in out
+
+
+def test_model_push_to_hub_goes_through_the_same_path(segmenter, fake_upload):
+    result = segmenter.push_to_hub("org/direct")
+    assert result.endswith("/org/direct/commit/0123")
+    assert sorted(fake_upload[0]["files"]) == EXPECTED_FILES
+
+
+def test_broken_checkpoint_is_never_uploaded(checkpoint, fake_upload, capsys):
+    document = json.loads((checkpoint / "config.json").read_text())
+    document["config"]["num_classes"] = 5
+    (checkpoint / "config.json").write_text(json.dumps(document))
+    assert main(["push", "--checkpoint", str(checkpoint), "--repo-id", "org/tiny"]) == 2
+    assert fake_upload == []
+    assert "model.safetensors: weights do not fit TinySegmenter" in capsys.readouterr().err
+
+
+def test_refusals(tmp_path, checkpoint, capsys):
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "stale.bin").write_bytes(b"x")
+    with pytest.raises(SelfvosInputError, match="output folder exists and is not empty"):
+        publish.push_checkpoint(checkpoint, "org/tiny", dry_run_dir=out)
+    with pytest.raises(SelfvosInputError, match="checkpoint directory not found"):
+        publish.push_checkpoint(tmp_path / "missing", "org/tiny", dry_run_dir=tmp_path / "o")
+    with pytest.raises(SelfvosInputError, match="HF_HUB_OFFLINE=1 is set"):  # the real upload, offline
+        publish.push_checkpoint(checkpoint, "org/tiny")
