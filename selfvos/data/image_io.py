@@ -37,7 +37,7 @@ def _open_checked(path: PathLike) -> Image.Image:
         image = Image.open(path)
         image.load()  # PIL decodes lazily: truncated/corrupt data only fails here
     except UnidentifiedImageError:
-        raise SelfvosInputError(path, "not a readable image (unknown or corrupt format)") from None
+        raise SelfvosInputError(path, "not a readable image (corrupt, truncated or unknown format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as err:
         raise SelfvosInputError(path, f"corrupt or truncated image ({err})") from None
     return image
