@@ -203,7 +203,7 @@ class VideoFileVideo(LazyVideo):
             self._container = self._open()
             self._decoded = self._container.decode(self._container.streams.video[0])
             self._pos = -1
-        if not self._pos < raw <= self._pos + _FORWARD_DECODE_LIMIT and not self._no_keyframe_between(raw):
+        if self._needs_seek(raw):
             self._seek(raw)
         while True:
             try:
@@ -223,18 +223,25 @@ class VideoFileVideo(LazyVideo):
             if self._pos > raw:
                 raise SelfvosInputError(self.path, f"frame {raw} is missing from the decoded stream")
 
-    def _no_keyframe_between(self, raw: int) -> bool:
-        """True when decoding forward from the current position reaches ``raw`` without passing a keyframe."""
-        if self._pos < 0 or raw <= self._pos:
-            return self._pos < 0 and raw <= _FORWARD_DECODE_LIMIT
-        return not self._packet_index().has_keyframe_in(self._pos + 1, raw)
+    def _needs_seek(self, raw: int) -> bool:
+        """Seek unless ``raw`` is a few frames ahead, or ahead with no keyframe in between
+        (then a seek would land at or before the current position anyway)."""
+        if raw <= self._pos:
+            return True
+        if raw <= self._pos + _FORWARD_DECODE_LIMIT:
+            return False
+        return self._packet_index().has_keyframe_in(self._pos + 1, raw)
 
     def _seek(self, raw: int) -> None:
         index = self._packet_index()
         stream = self._container.streams.video[0]
+        if raw >= len(index.pts):
+            self.close()
+            raise SelfvosInputError(self.path, f"frame {raw} is not in the file: it holds {len(index.pts)} frames (truncated?)")
         try:
             self._container.seek(int(index.pts[raw]), stream=stream, backward=True, any_frame=False)
         except av.FFmpegError as err:
+            self.close()
             raise SelfvosInputError(self.path, f"cannot seek to frame {raw}: {err}") from None
         self._decoded = self._container.decode(stream)
         self._pos = -1

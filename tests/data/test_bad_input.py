@@ -115,6 +115,9 @@ def test_truncated_faststart_video_fails_at_the_missing_frame(tmp_path):
     with pytest.raises(SelfvosInputError, match=r"clip\.mp4: (corrupt video data|frame \d+ could not be decoded)"):
         for i in range(len(video)):
             video.frame(i)
+    fresh = VideoFileVideo(tmp_path / "clip.mp4")
+    with pytest.raises(SelfvosInputError, match=r"clip\.mp4: frame 29 (is not in the file|could not be decoded)"):
+        fresh.frame(29)  # random access past the cut
 
 
 def test_unreadable_video_and_bad_options(tmp_path):
