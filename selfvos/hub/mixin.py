@@ -20,6 +20,7 @@ import json
 import os
 import shutil
 import tempfile
+import types
 import typing
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Optional, Type, TypeVar, Union
@@ -43,6 +44,9 @@ def config_class_of(cls: type) -> type:
             explicit = typing.get_type_hints(cls.__init__).get("config")
         except NameError as err:  # a hint naming a class the module cannot see
             raise TypeError(f"{cls.__name__}.__init__ config hint cannot be resolved ({err}); set config_class") from None
+        if typing.get_origin(explicit) in (typing.Union, types.UnionType):  # Optional[MyConfig]
+            options = [arg for arg in typing.get_args(explicit) if arg is not type(None)]
+            explicit = options[0] if len(options) == 1 else None
     if not (isinstance(explicit, type) and dataclasses.is_dataclass(explicit)):
         raise TypeError(
             f"{cls.__name__} needs a dataclass config: set `config_class = MyConfig` or annotate __init__(self, config: MyConfig)"
