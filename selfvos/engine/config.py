@@ -1,0 +1,91 @@
+"""``TrainConfig``: every knob of the training engine, as one typed dataclass.
+
+It round-trips through ``selfvos.config.to_dict/from_dict`` and takes dotted overrides
+(``--train.max_steps 100``) like every other selfvos config. Two values are resolved at run time:
+``mixed_precision="auto"`` (from the hardware) and ``tracking_uri="auto"`` (from ``output_dir``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Tuple
+
+SCHEDULES = ("cosine", "linear", "constant")
+MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, precision, checkpointing and tracking settings for one training run.
+
+    Steps count optimizer updates; one update sees ``batch_size * num_processes * grad_accum`` clips.
+    """
+
+    max_steps: int = 1000
+    batch_size: int = 8  # per process, per micro-batch
+    grad_accum: int = 1
+    lr: float = 1e-4
+    backbone_lr_ratio: float = 1.0  # backbone parameters train at lr * backbone_lr_ratio
+    weight_decay: float = 0.05  # never applied to biases and norm parameters
+    betas: Tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int = 0
+    schedule: str = "cosine"  # cosine | linear | constant
+    min_lr_ratio: float = 0.0  # the schedule decays to lr * min_lr_ratio at max_steps
+    mixed_precision: str = "auto"  # auto | no | fp16 | bf16
+    grad_clip: Optional[float] = 1.0  # max global L2 norm; None = no clipping
+    seed: int = 0
+    num_workers: int = 0
+    log_every: int = 10
+    save_every: int = 0  # optimizer steps between resumable checkpoints; 0 = only at the end of a round
+    keep_checkpoints: Optional[int] = None  # keep only the newest N resumable checkpoints; None = all
+    output_dir: str = "runs/pretrain"
+    resume: Optional[str] = "auto"  # "auto" = newest checkpoint in output_dir if any | a checkpoint dir | None
+    tracking_uri: Optional[str] = "auto"  # "auto" = $MLFLOW_TRACKING_URI or sqlite:///<output_dir>/mlflow.db
+    experiment: str = "selfvos"
+    run_name: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ValueError(f"train.mixed_precision must be one of {MIXED_PRECISIONS}, got {self.mixed_precision!r}")
+        for name in ("max_steps", "batch_size", "grad_accum", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("warmup_steps", "save_every", "num_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ValueError(f"train.grad_clip must be > 0 or None, got {self.grad_clip}")
+
+    @property
+    def checkpoint_root(self) -> Path:
+        """Folder holding the resumable ``step_XXXXXXX`` checkpoints."""
+        return Path(self.output_dir) / "checkpoints"
+
+
+def resolve_mixed_precision(choice: str) -> str:
+    """``"auto"`` -> ``"bf16"`` on GPUs that support it, ``"fp16"`` on other GPUs, ``"no"`` on CPU."""
+    if choice != "auto":
+        return choice
+    import torch
+
+    if not torch.cuda.is_available():
+        return "no"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def resolve_tracking_uri(uri: Optional[str], output_dir: str) -> Optional[str]:
+    """``None`` disables tracking; ``"auto"`` -> ``$MLFLOW_TRACKING_URI`` or a sqlite file in ``output_dir``.
+
+    MLflow 3 refuses a plain ``./mlruns`` folder store, so the default is a sqlite database.
+    """
+    if uri != "auto":
+        return uri
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{(Path(output_dir) / 'mlflow.db').resolve()}"

@@ -1,0 +1,253 @@
+"""The training loop on Hugging Face Accelerate, generic over model, objective and dataset.
+
+The objective is any callable ``objective(model, batch) -> {"loss": scalar, other scalar terms...}`` (an
+``nn.Module`` when it has trainable parts of its own, e.g. a mask head); ``batch`` is a collated dict of
+tensors (see the batch contract in ``selfvos.data.sampling``). Steps count optimizer updates.
+
+Resume is exact: ``save_state`` stores weights, optimizer, scheduler, scaler, RNG and :class:`TrainingState`;
+the data position is ``step * grad_accum`` micro-batches into a seeded, epoch-indexed shuffle, restored with
+``accelerator.skip_first_batches``; model-side randomness is re-seeded from ``(seed, step, micro, rank)``
+before every forward (as fairseq does), so a resumed run draws the same random numbers as an uninterrupted
+one. Datasets should derive their own randomness from the index (``set_epoch`` is forwarded to them).
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from selfvos.config import to_dict
+from selfvos.engine.checkpoint import (
+    TrainingState, export_modules, latest_checkpoint, list_checkpoints, replace_dir, step_dir_name,
+)
+from selfvos.engine.config import TrainConfig, resolve_mixed_precision, resolve_tracking_uri
+from selfvos.engine.optim import build_optimizer, build_scheduler
+from selfvos.engine.tracking import ExperimentTracker
+from selfvos.errors import SelfvosInputError
+
+logger = logging.getLogger(__name__)
+Batch = Dict[str, torch.Tensor]
+Objective = Callable[[nn.Module, Batch], Mapping[str, torch.Tensor]]
+
+
+class Callback:
+    """Hooks the trainer calls on every process; override the ones you need."""
+
+    def on_step_end(self, trainer: "Trainer", metrics: Dict[str, float]) -> None:
+        """After optimizer update ``trainer.state.step`` (metrics already averaged over processes)."""
+
+    def on_round_end(self, trainer: "Trainer", round_index: int) -> None:
+        """After the last step of a ``train(num_steps)`` segment, before the round counter moves on
+        (where a bootstrapping driver relabels its videos)."""
+
+
+class TrainStep(nn.Module):
+    """Model + objective as one module, so DDP and autocast wrap every trainable parameter."""
+
+    def __init__(self, model: nn.Module, objective: Optional[Objective] = None) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective  # an nn.Module objective registers as a submodule
+
+    def forward(self, batch: Batch) -> Mapping[str, torch.Tensor]:
+        out = self.model(batch) if self.objective is None else self.objective(self.model, batch)
+        if not isinstance(out, Mapping) or "loss" not in out:
+            raise TypeError(f"the objective must return a mapping with a 'loss' entry, got {type(out).__name__}")
+        return out
+
+
+def build_accelerator(cfg: TrainConfig) -> Accelerator:
+    """An ``Accelerator`` set up for step-counted training with seeded, resumable data order."""
+    return Accelerator(
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=cfg.grad_accum, sync_with_dataloader=False),
+        project_config=ProjectConfiguration(project_dir=cfg.output_dir, automatic_checkpoint_naming=False),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+        step_scheduler_with_optimizer=False,  # we step it once per update, not once per process
+    )
+
+
+def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    """A 32-bit seed for one micro-batch on one process, independent of everything that happened before."""
+    return int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0])
+
+
+class Trainer:
+    """Train ``model`` with ``objective`` on ``dataset``; ``train(num_steps)`` runs one round of steps."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        dataset: Dataset,
+        config: TrainConfig,
+        objective: Optional[Objective] = None,
+        collate_fn: Optional[Callable] = None,
+        callbacks: Sequence[Callback] = (),
+        run_config: Optional[Mapping[str, Any]] = None,
+        accelerator: Optional[Accelerator] = None,
+        backbone_key: str = "backbone",
+    ) -> None:
+        self.config = config
+        self.run_config = dict(run_config or {})
+        self.callbacks = list(callbacks)
+        self.accelerator = acc = accelerator or build_accelerator(config)
+        self.state = TrainingState()
+        set_seed(config.seed)
+        module = TrainStep(model, objective)
+        optimizer = build_optimizer(module, config, backbone_key)
+        scheduler = build_scheduler(optimizer, config)
+        loader = DataLoader(
+            dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, collate_fn=collate_fn,
+            num_workers=config.num_workers, pin_memory=torch.cuda.is_available(),
+        )
+        self.module, self.optimizer, self.scheduler, self.loader = acc.prepare(module, optimizer, scheduler, loader)
+        if len(self.loader) == 0:
+            raise ValueError(
+                f"dataset of {len(dataset)} items gives no full batch of {config.batch_size} x {acc.num_processes} processes"
+            )
+        acc.register_for_checkpointing(self.state)
+        self._resume()
+        uri = resolve_tracking_uri(config.tracking_uri, config.output_dir)
+        self.tracker = ExperimentTracker(
+            uri, config.experiment, config.run_name, run_id=self.state.run_id or None, enabled=acc.is_main_process
+        )
+        self.state.run_id = self.tracker.run_id
+        self.tracker.log_params({"train": to_dict(config), **self.run_config})
+
+    def _resume(self) -> None:
+        cfg = self.config
+        if cfg.resume is None:
+            return
+        path = latest_checkpoint(cfg.checkpoint_root) if cfg.resume == "auto" else Path(cfg.resume)
+        if path is None:
+            return
+        if not path.is_dir():
+            raise SelfvosInputError(path, "resume checkpoint folder not found")
+        self.accelerator.load_state(str(path))
+        # save_state/load_state do not restore the checkpoint counter (BRIEF section 6)
+        self.accelerator.project_configuration.iteration = len(list_checkpoints(cfg.checkpoint_root))
+        logger.info("resumed from %s at step %d, round %d", path, self.state.step, self.state.round)
+
+    def _batches(self, start: int) -> Iterator[Batch]:
+        """Endless micro-batches starting ``start`` micro-batches into the seeded epoch sequence."""
+        epoch, offset = divmod(start, len(self.loader))
+        while True:
+            self.state.epoch = epoch
+            self.loader.set_epoch(epoch)
+            loader = self.accelerator.skip_first_batches(self.loader, offset) if offset else self.loader
+            yield from loader
+            epoch, offset = epoch + 1, 0
+
+    def train(self, num_steps: Optional[int] = None) -> Dict[str, float]:
+        """Train until ``round_start + num_steps`` (or ``max_steps``), then end the round; returns the last metrics."""
+        cfg, st = self.config, self.state
+        if st.step >= cfg.max_steps and st.round_start >= cfg.max_steps:
+            return {}  # training already finished (e.g. a resumed run that had completed)
+        target = cfg.max_steps if num_steps is None else min(cfg.max_steps, st.round_start + num_steps)
+        self.module.train()
+        batches = self._batches(st.step * cfg.grad_accum)
+        quiet = {} if self.accelerator.is_main_process else {"disable": True}  # main: TQDM_DISABLE still applies
+        bar = tqdm(total=target, initial=st.step, desc=f"round {st.round}", **quiet)
+        metrics: Dict[str, float] = {}
+        try:
+            while st.step < target:
+                metrics = self._update(batches)
+                st.step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+                if st.step % cfg.log_every == 0 or st.step == target:
+                    self.tracker.log_metrics(metrics, st.step)
+                if cfg.save_every and st.step % cfg.save_every == 0 and st.step < target:
+                    self.save_state()
+                for callback in self.callbacks:
+                    callback.on_step_end(self, metrics)
+        finally:
+            bar.close()
+            batches.close()
+        for callback in self.callbacks:
+            callback.on_round_end(self, st.round)
+        st.round, st.round_start = st.round + 1, st.step
+        self.save_state()
+        return metrics
+
+    def _update(self, batches: Iterator[Batch]) -> Dict[str, float]:
+        """One optimizer update over ``grad_accum`` micro-batches; returns process-averaged metrics."""
+        acc, cfg = self.accelerator, self.config
+        sums: Dict[str, torch.Tensor] = {}
+        lrs = {f"lr/{g.get('name', i)}": float(g["lr"]) for i, g in enumerate(self.optimizer.param_groups)}
+        grad_norm = None
+        for micro in range(cfg.grad_accum):
+            batch = next(batches)
+            set_seed(step_seed(cfg.seed, self.state.step, micro, acc.process_index))
+            with acc.accumulate(self.module):
+                out = self.module(batch)
+                acc.backward(out["loss"])
+                if acc.sync_gradients and cfg.grad_clip is not None:
+                    grad_norm = acc.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
+                self.optimizer.step()
+                if acc.sync_gradients and not acc.optimizer_step_was_skipped:
+                    self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+            for key, value in out.items():
+                if torch.is_tensor(value) and value.numel() == 1:
+                    sums[key] = sums.get(key, 0.0) + value.detach().float().reshape(())
+        keys = sorted(sums)
+        means = acc.reduce(torch.stack([sums[k] for k in keys]) / cfg.grad_accum, reduction="mean")
+        metrics = dict(zip(keys, means.tolist()))
+        metrics.update(lrs)
+        if grad_norm is not None:
+            metrics["grad_norm"] = float(grad_norm)
+        return metrics
+
+    def save_state(self) -> Path:
+        """Write a resumable checkpoint ``checkpoints/step_XXXXXXX`` (partial folder first, then renamed)."""
+        acc, root = self.accelerator, self.config.checkpoint_root
+        final = root / step_dir_name(self.state.step)
+        partial = root / f"{final.name}.partial"
+        if acc.is_main_process:
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(partial, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(partial))
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            replace_dir(partial, final)
+            keep = self.config.keep_checkpoints
+            for _, old in list_checkpoints(root)[: -keep] if keep else []:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        return final
+
+    def export(self, directory: Union[str, Path, None] = None, extra_config: Optional[Mapping[str, Any]] = None) -> Path:
+        """Export the trained model (and a trainable objective) as safetensors + ``config.json``, main process only."""
+        acc = self.accelerator
+        directory = Path(directory or Path(self.config.output_dir) / "export")
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            unwrapped = acc.unwrap_model(self.module)
+            modules = {"model": unwrapped.model}
+            objective = unwrapped.objective
+            if isinstance(objective, nn.Module) and any(p.requires_grad for p in objective.parameters()):
+                modules["objective"] = objective
+            config = {**self.run_config, **dict(extra_config or {})}
+            config.update(train=to_dict(self.config), step=self.state.step, round=self.state.round)
+            export_modules(directory, modules, config)
+        acc.wait_for_everyone()
+        return directory
+
+    def log_round_metrics(self, metrics: Mapping[str, Any]) -> None:
+        """Per-round quality (e.g. pseudo-label J against a held-out set), logged as ``round/<name>`` at the round index."""
+        self.tracker.log_metrics({f"round/{k}": v for k, v in metrics.items()}, step=self.state.round)
+
+    def close(self, status: str = "FINISHED") -> None:
+        """Finish the MLflow run."""
+        self.tracker.finish(status)
