@@ -57,6 +57,7 @@ def davis_sequence(
     binary: bool = False,
     check_gaps: bool = True,
     fps: Optional[float] = DAVIS_FPS,
+    max_side: Optional[int] = None,
 ) -> ImageSequenceVideo:
     """One sequence folder (+ its annotation folder if any); structural problems raise here."""
     frames = list_images(frames_dir, (".jpg", ".jpeg", ".png"))
@@ -73,7 +74,9 @@ def davis_sequence(
             if png.stem not in index_of:
                 raise SelfvosInputError(png, f"annotation has no matching frame in {frames_dir}")
             mask_paths[index_of[png.stem]] = png
-    return ImageSequenceVideo(frames_dir.name, frames, mask_paths, binary=binary, fps=fps, source=str(frames_dir))
+    return ImageSequenceVideo(
+        frames_dir.name, frames, mask_paths, binary=binary, fps=fps, max_side=max_side, source=str(frames_dir)
+    )
 
 
 def open_davis(
@@ -85,8 +88,10 @@ def open_davis(
     binary: bool = False,
     check_gaps: bool = True,
     fps: Optional[float] = DAVIS_FPS,
+    max_side: Optional[int] = None,
 ) -> VideoCollection:
-    """Open a DAVIS root. ``sequences`` (or ``split``) restricts which sequences are listed."""
+    """Open a DAVIS root. ``sequences`` (or ``split``) restricts which sequences are listed;
+    ``max_side`` shrinks frames (area) and masks (nearest) so the longer side is at most that."""
     root = Path(root)
     if not (root / "JPEGImages").is_dir():
         raise SelfvosInputError(root, "not a DAVIS folder: JPEGImages/ is missing")
@@ -102,5 +107,8 @@ def open_davis(
         sequences = read_image_set(root, split, resolution)
     if sequences:
         folders = select_folders(frames_root, folders, sequences)
-    videos = [davis_sequence(f, masks_root / f.name, binary=binary, check_gaps=check_gaps, fps=fps) for f in folders]
+    videos = [
+        davis_sequence(f, masks_root / f.name, binary=binary, check_gaps=check_gaps, fps=fps, max_side=max_side)
+        for f in folders
+    ]
     return VideoCollection(videos, source=str(root), kind="davis")

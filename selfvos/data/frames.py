@@ -17,7 +17,14 @@ from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
-from selfvos.data.image_io import IMAGE_EXTENSIONS, check_mask_matches_frame, read_mask, read_rgb
+from selfvos.data.image_io import (
+    IMAGE_EXTENSIONS,
+    check_mask_matches_frame,
+    read_mask,
+    read_rgb,
+    shrink_frame,
+    shrink_mask,
+)
 from selfvos.data.video import LazyVideo, VideoCollection
 from selfvos.errors import SelfvosInputError
 
@@ -68,6 +75,7 @@ class ImageSequenceVideo(LazyVideo):
         mask_paths: ``{frame index: annotation PNG}``; ``None`` for an unlabeled video.
         binary: map every object id > 0 to 1 when reading masks.
         fps: frame rate if known.
+        max_side: shrink frames (area) and masks (nearest) so the longer side is at most this.
         source: where it came from (the folder).
     """
 
@@ -79,9 +87,10 @@ class ImageSequenceVideo(LazyVideo):
         *,
         binary: bool = False,
         fps: Optional[float] = None,
+        max_side: Optional[int] = None,
         source: str = "",
     ) -> None:
-        self.name, self.fps, self.source, self.binary = name, fps, source, binary
+        self.name, self.fps, self.source, self.binary, self.max_side = name, fps, source, binary, max_side
         self.frame_paths = [Path(p) for p in frame_paths]
         self.mask_paths = None if mask_paths is None else dict(sorted(mask_paths.items()))
         self._names = [p.stem for p in self.frame_paths]
@@ -99,7 +108,7 @@ class ImageSequenceVideo(LazyVideo):
         return list(self.mask_paths) if self.mask_paths else []
 
     def _read_frame(self, index: int) -> np.ndarray:
-        return read_rgb(self.frame_paths[index])
+        return shrink_frame(read_rgb(self.frame_paths[index]), self.max_side)
 
     def _read_mask(self, index: int) -> Optional[np.ndarray]:
         path = (self.mask_paths or {}).get(index)
@@ -107,10 +116,12 @@ class ImageSequenceVideo(LazyVideo):
             return None
         mask = read_mask(path, binary=self.binary)
         check_mask_matches_frame(mask, path, self.frame_paths[index])
-        return mask
+        return shrink_mask(mask, self.max_side)
 
 
-def image_sequence(folder: Union[str, Path], *, check_gaps: bool = True, fps: Optional[float] = None) -> ImageSequenceVideo:
+def image_sequence(
+    folder: Union[str, Path], *, check_gaps: bool = True, fps: Optional[float] = None, max_side: Optional[int] = None
+) -> ImageSequenceVideo:
     """One folder of ``*.jpg|*.jpeg|*.png`` frames -> one unlabeled video."""
     folder = Path(folder)
     if not folder.is_dir():
@@ -120,7 +131,7 @@ def image_sequence(folder: Union[str, Path], *, check_gaps: bool = True, fps: Op
         raise SelfvosInputError(folder, f"empty folder: no {'/'.join(IMAGE_EXTENSIONS)} images")
     if check_gaps:
         check_no_gaps(folder, [p.stem for p in frames])
-    return ImageSequenceVideo(folder.name, frames, None, fps=fps, source=str(folder))
+    return ImageSequenceVideo(folder.name, frames, None, fps=fps, max_side=max_side, source=str(folder))
 
 
 def open_frames(
@@ -129,13 +140,14 @@ def open_frames(
     sequences: Optional[Sequence[str]] = None,
     check_gaps: bool = True,
     fps: Optional[float] = None,
+    max_side: Optional[int] = None,
 ) -> VideoCollection:
     """A folder of images (one video) or a folder of image folders (one video each)."""
     path = Path(path)
     if not path.is_dir():
         raise SelfvosInputError(path, "not a folder of images")
     if list_images(path):
-        videos = [image_sequence(path, check_gaps=check_gaps, fps=fps)]
+        videos = [image_sequence(path, check_gaps=check_gaps, fps=fps, max_side=max_side)]
     else:
         subfolders = sorted(
             (p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: natural_key(p.name)
@@ -144,7 +156,7 @@ def open_frames(
             raise SelfvosInputError(path, "empty folder: no images and no sub-folders of images")
         if sequences:
             subfolders = select_folders(path, subfolders, sequences)
-        videos = [image_sequence(p, check_gaps=check_gaps, fps=fps) for p in subfolders]
+        videos = [image_sequence(p, check_gaps=check_gaps, fps=fps, max_side=max_side) for p in subfolders]
     return VideoCollection(videos, source=str(path), kind="frames")
 
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Tuple, Union
+from typing import Optional, Tuple, Union
 
+import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
@@ -84,6 +85,26 @@ def read_mask(path: PathLike, *, binary: bool = False) -> np.ndarray:
         keep_void = void_is_value & (ids == VOID)
         ids = np.where(keep_void, VOID, ids > 0).astype(np.uint8)
     return ids
+
+
+def output_size(width: int, height: int, max_side: Optional[int]) -> Tuple[int, int]:
+    """(W, H) after shrinking so that max(W, H) <= max_side (aspect kept, never enlarged)."""
+    if not max_side or max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def shrink_frame(frame: np.ndarray, max_side: Optional[int]) -> np.ndarray:
+    """(H, W, 3) -> area-averaged (h, w, 3) with max(h, w) <= max_side."""
+    size = output_size(frame.shape[1], frame.shape[0], max_side)
+    return frame if size == (frame.shape[1], frame.shape[0]) else cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+
+
+def shrink_mask(mask: np.ndarray, max_side: Optional[int]) -> np.ndarray:
+    """(H, W) ids -> nearest-neighbour (h, w) ids (ids are labels: never interpolated)."""
+    size = output_size(mask.shape[1], mask.shape[0], max_side)
+    return mask if size == (mask.shape[1], mask.shape[0]) else cv2.resize(mask, size, interpolation=cv2.INTER_NEAREST)
 
 
 def check_mask_matches_frame(mask: np.ndarray, mask_path: PathLike, frame_path: PathLike) -> None:

@@ -94,4 +94,6 @@ def open_source(spec: Union[str, Path], **options: Any) -> VideoCollection:
     except TypeError as err:
         if "unexpected keyword argument" in str(err):
             raise SelfvosInputError(str(spec), f"option not supported by source {name!r}: {err}") from None
+        if location is None and "required positional argument" in str(err):
+            raise SelfvosInputError(str(spec), f"source {name!r} needs a location: {name}:PATH") from None
         raise

@@ -25,6 +25,7 @@ import av
 import numpy as np
 
 from selfvos.data.frames import natural_key
+from selfvos.data.image_io import output_size
 from selfvos.data.video import LazyVideo, VideoCollection
 from selfvos.errors import SelfvosInputError
 
@@ -82,14 +83,6 @@ def build_packet_index(path: Path) -> PacketIndex:
     keyframes = np.flatnonzero(np.asarray(keys, dtype=bool)[order])
     origin = int(pts[0]) if origin is None and len(pts) else (origin or 0)
     return PacketIndex(pts=pts, seconds=(pts - origin) * time_base, keyframes=keyframes)
-
-
-def output_size(width: int, height: int, max_side: Optional[int]) -> Tuple[int, int]:
-    """(W, H) after shrinking so that max(W, H) <= max_side (aspect kept, never enlarged)."""
-    if not max_side or max(width, height) <= max_side:
-        return width, height
-    scale = max_side / max(width, height)
-    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 class VideoFileVideo(LazyVideo):

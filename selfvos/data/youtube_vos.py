@@ -63,6 +63,7 @@ def open_youtube_vos(
     binary: bool = False,
     check_gaps: bool = True,
     fps: Optional[float] = None,
+    max_side: Optional[int] = None,
 ) -> VideoCollection:
     """Open a YouTube-VOS split folder (``train``, ``valid``, ``valid_all_frames`` style)."""
     root = Path(root)
@@ -81,9 +82,8 @@ def open_youtube_vos(
         folders = select_folders(frames_root, folders, sequences)
     videos = []
     for folder in folders:
-        video = davis_sequence(
-            folder, root / "Annotations" / folder.name, binary=binary, check_gaps=check_gaps, fps=fps
-        )
+        masks = root / "Annotations" / folder.name
+        video = davis_sequence(folder, masks, binary=binary, check_gaps=check_gaps, fps=fps, max_side=max_side)
         _attach_meta(video, meta.get(folder.name, {}), meta_path)
         videos.append(video)
     return VideoCollection(videos, source=str(root), kind="youtube-vos")

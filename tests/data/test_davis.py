@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -27,6 +28,17 @@ def test_val_dev_480p_grayscale_masks_become_ids_0_1():
     assert set(np.unique(raw)) == {0, 255}
     np.testing.assert_array_equal(mask, (raw > 0).astype(np.uint8))
     np.testing.assert_array_equal(frame, np.array(Image.open(root / "JPEGImages/480p/blackswan/00010.jpg")))
+
+
+def test_max_side_shrinks_frames_by_area_and_masks_by_nearest():
+    root = shared_path("davis2016-val-dev")
+    full, small = open_davis(root)["kite-surf"], open_davis(root, max_side=427)["kite-surf"]
+    frame, mask = small.frame(7), small.mask(7)
+    assert frame.shape == (240, 427, 3) and mask.shape == (240, 427)
+    expected = cv2.resize(full.frame(7), (427, 240), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(frame, expected)
+    np.testing.assert_array_equal(mask, full.mask(7)[::2, ::2])  # exact 2x: nearest keeps every other pixel
+    assert set(np.unique(mask).tolist()) == {0, 1}
 
 
 def test_train_240p_flat_layout_all_sequences():

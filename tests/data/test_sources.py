@@ -77,7 +77,11 @@ def test_named_specs_and_options_pass_through(tmp_path):
     frames = open_source(f"frames:{shared_path('davis2017-multi', 'JPEGImages', 'schoolgirls')}")
     assert frames.kind == "frames" and len(frames[0]) == 80 and not frames[0].has_masks
     with pytest.raises(SelfvosInputError, match="option not supported by source 'frames'"):
-        open_source(f"frames:{shared_path('davis2017-multi', 'JPEGImages')}", max_side=10)
+        open_source(f"frames:{shared_path('davis2017-multi', 'JPEGImages')}", frame_stride=2)
+    with pytest.raises(SelfvosInputError, match="source 'davis' needs a location"):
+        open_source("davis")
+    small = open_source(f"frames:{shared_path('davis2017-multi', 'JPEGImages')}", max_side=216)
+    assert small[0].frame(0).shape == (120, 216, 3)
 
 
 def test_generated_youtube_vos_and_video_folder(tmp_path):

@@ -11,7 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from selfvos.data.video_file import VideoFileVideo, open_video, output_size
+from selfvos.data.image_io import output_size
+from selfvos.data.video_file import VideoFileVideo, open_video
 from tests.conftest import shared_path
 
 REAL_COUNTS = {"dog": 289, "juggle": 247, "bedroom": 200, "cutie_example": 117}
