@@ -38,7 +38,9 @@ def natural_key(name: str) -> list:
 
 def list_images(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path]:
     """Image files directly inside ``folder`` (hidden files skipped), naturally sorted by name."""
-    files = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions]
+    files = [
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions
+    ]
     return sorted(files, key=lambda p: natural_key(p.name))
 
 

@@ -230,7 +230,9 @@ class VideoFileVideo(LazyVideo):
         stream = self._container.streams.video[0]
         if raw >= len(index.pts):
             self.close()
-            raise SelfvosInputError(self.path, f"frame {raw} is not in the file: it holds {len(index.pts)} frames (truncated?)")
+            raise SelfvosInputError(
+                self.path, f"frame {raw} is not in the file: it holds {len(index.pts)} frames (truncated?)"
+            )
         try:
             self._container.seek(int(index.pts[raw]), stream=stream, backward=True, any_frame=False)
         except av.FFmpegError as err:

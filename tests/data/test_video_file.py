@@ -27,7 +27,8 @@ def write_video(path: Path, n: int = 30, size=(48, 64), codec: str = "libx264", 
         stream.pix_fmt = "yuv420p"
         stream.codec_context.gop_size = gop
         for _ in range(n):
-            image = cv2.resize(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8), size[::-1], interpolation=cv2.INTER_LINEAR)
+            coarse = rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)
+            image = cv2.resize(coarse, size[::-1], interpolation=cv2.INTER_LINEAR)
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
