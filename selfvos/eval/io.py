@@ -16,18 +16,15 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import cv2
 import numpy as np
-from PIL import Image
 
 from selfvos.errors import SelfvosInputError
 from selfvos.eval.davis import (
-    BOUND_TH, DatasetResult, SequenceResult, evaluate_sequence, first_frame_objects, protocol_frames)
+    BOUND_TH, PROTOCOLS, DatasetResult, SequenceResult, evaluate_sequence, first_frame_objects, protocol_frames)
 
 log = logging.getLogger(__name__)
 
 SINGLE_CHANNEL_MODES = ("1", "L", "P")  # PIL modes accepted as masks
 PathLike = Union[str, "os.PathLike[str]"]
-
-
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # IHDR colour type -> channels (3 = palette)
 
@@ -46,6 +43,8 @@ def _png_header(path: PathLike) -> Tuple[int, int, int, int]:
 
 
 def _decode_with_pil(path: PathLike) -> np.ndarray:
+    from PIL import Image  # only palette PNGs and odd bit depths need it
+
     try:
         with Image.open(path) as img:
             if img.mode not in SINGLE_CHANNEL_MODES:
@@ -149,6 +148,11 @@ def _score_or_error(job: tuple) -> Union[SequenceResult, Tuple[str, str]]:
         return (err.path, err.problem)
 
 
+def _single_threaded_worker() -> None:
+    """One OpenCV thread per worker process: the processes already use every core."""
+    cv2.setNumThreads(1)
+
+
 def available_cores() -> int:
     """CPU cores this process may use."""
     try:
@@ -171,6 +175,10 @@ def evaluate_folders(
     ``multi_object``: ``"auto"`` (palette GT -> multi-object, grayscale -> binary), ``"yes"``/True, ``"no"``/False.
     ``workers``: processes (default: one per available core, at most one per sequence; 1 = in-process).
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; expected one of {PROTOCOLS}")
+    if multi_object not in ("auto", "yes", "no", True, False, None):
+        raise ValueError(f"multi_object must be 'auto', 'yes' or 'no', got {multi_object!r}")
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     names = resolve_sequences(pred_dir, gt_dir, sequences)
     if multi_object in ("auto", None):
@@ -187,7 +195,7 @@ def evaluate_folders(
     else:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with ProcessPoolExecutor(n_workers, mp_context=context) as pool:
+        with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_single_threaded_worker) as pool:
             outcomes = list(pool.map(_score_or_error, jobs))
     results: Dict[str, SequenceResult] = {}
     for outcome in outcomes:
