@@ -1,15 +1,16 @@
 """``selfvos data inspect SRC`` and ``selfvos data convert SRC DST``: look at and move video datasets.
 
 ``SRC`` is anything :func:`selfvos.data.sources.open_source` opens (a DAVIS / YouTube-VOS root, a video file,
-a folder of frames, ``synthetic``, a saved Hugging Face dataset or hub id). ``convert`` writes a Hugging Face
-dataset (:mod:`selfvos.data.hf`) or DAVIS folders (:mod:`selfvos.data.writers`); by default a dataset becomes
-DAVIS folders and everything else becomes a dataset.
+a folder of frames, ``synthetic:N``, a saved Hugging Face dataset, or ``hf:owner/name`` for a hub dataset id).
+``convert`` writes a Hugging Face dataset (:mod:`selfvos.data.hf`) or DAVIS folders
+(:mod:`selfvos.data.writers`); by default a dataset becomes DAVIS folders and everything else a dataset.
 
 Examples::
 
     selfvos data inspect ../shared/data/davis2017-multi
     selfvos data convert ../shared/data/davis2016-train-240p out/davis16-train --to hf --max-side 240
     selfvos data convert out/davis16-train out/davis16-folders --to davis --sequences bear,boat
+    HF_HUB_OFFLINE=1 selfvos data inspect hf:someone/tiny-vos --split train
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from typing import List, Optional, Sequence
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="inspect a video dataset or convert it (to a Hugging Face dataset / DAVIS folders)")
+    p = sub.add_parser(name, help="inspect a video dataset or convert it (to a Hugging Face dataset or DAVIS folders)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
     inspect = actions.add_parser("inspect", help="print one line per video: frames, size, fps, objects, annotated")
@@ -33,13 +35,14 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     convert.add_argument("--to", choices=("hf", "davis"), default=None,
                          help="output format (default: davis for a dataset source, hf otherwise)")
     convert.add_argument("--max-side", type=int, default=None, help="shrink so that max(H, W) <= N (masks: nearest)")
-    convert.add_argument("--layout", choices=("davis2017", "flat"), default="davis2017", help="DAVIS folder layout: davis2017 (480p subfolders) or flat")
+    convert.add_argument("--layout", choices=("davis2017", "flat"), default="davis2017",
+                         help="DAVIS folder layout: davis2017 (JPEGImages/480p/<seq>) or flat (JPEGImages/<seq>)")
     convert.add_argument("--overwrite", action="store_true", help="replace DST once the new copy is complete")
     convert.set_defaults(func=run)
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("src", help="dataset root, video file, frame folder, 'synthetic', saved dataset or hub id")
+    p.add_argument("src", help="dataset root, video file, frame folder, synthetic:N, saved dataset, or hf:owner/name")
     p.add_argument("--sequences", default=None, help="comma-separated video names to keep (default: all)")
     p.add_argument("--split", default=None, help="split to read (source specific, e.g. train / val)")
 
@@ -78,6 +81,7 @@ def _video_row(video) -> List[str]:
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     """Left-aligned first column, right-aligned numbers, two spaces between columns."""
     widths = [max(len(str(r[c])) for r in [headers, *rows]) for c in range(len(headers))]
+
     def line(cells: Sequence[str]) -> str:
         return "  ".join(str(v).ljust(w) if c == 0 else str(v).rjust(w) for c, (v, w) in enumerate(zip(cells, widths)))
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])

@@ -2,26 +2,21 @@
 
 Schema (:data:`SCHEMA`, one row = one video):
 
-==================== ===================== =====================================================================
-column               feature               meaning
-==================== ===================== =====================================================================
-``name``             ``Value("string")``   video / sequence name (unique in the dataset)
-``frames``           ``List(Image())``     every frame in temporal order, RGB PNG bytes (lossless round trip)
-``masks``            ``List(Image())``     palette PNGs of object ids (DAVIS palette, 0 = bg, 255 = void);
-                                           ``[]`` for an unlabeled video
-``mask_frame_indices`` ``List(int32)``     the frame index of each mask (same length as ``masks``; sparse ok,
-                                           e.g. every 5th frame for YouTube-VOS)
-``frame_names``      ``List(string)``      frame stems, e.g. ``"00000"`` (same length as ``frames``)
-``fps``              ``Value("float32")``  frames per second, null when unknown
-``source``           ``Value("string")``   where the video came from (path or generator spec)
-``height``/``width`` ``Value("int32")``    frame size (after ``max_side`` shrinking)
-``num_objects``      ``Value("int32")``    distinct object ids in the masks (0 and void excluded)
-==================== ===================== =====================================================================
+- ``name`` ``Value("string")``: video / sequence name, unique in the dataset.
+- ``frames`` ``List(Image())``: every frame in temporal order as RGB PNG bytes (lossless round trip).
+- ``masks`` ``List(Image())``: palette PNGs of object ids (DAVIS palette; 0 = background, 255 = void);
+  ``[]`` for an unlabeled video.
+- ``mask_frame_indices`` ``List(Value("int32"))``: the frame index of each mask (same length as ``masks``;
+  sparse is fine, e.g. every 5th frame for YouTube-VOS).
+- ``frame_names`` ``List(Value("string"))``: frame stems such as ``"00000"`` (same length as ``frames``).
+- ``fps`` ``Value("float32")``: frames per second, null when unknown.
+- ``source`` ``Value("string")``: where the video came from (path or generator spec).
+- ``height`` / ``width`` ``Value("int32")``: frame size (after ``max_side`` shrinking).
+- ``num_objects`` ``Value("int32")``: distinct object ids in the masks (0 and void excluded).
 
 The ``Video`` feature of ``datasets`` needs torchcodec, which does not work with the CPU torch build here,
-hence ``List(Image())``. Writing streams videos through ``Dataset.from_generator`` (one video in memory at a
-time; a single video's encoded frames must stay under 2 GiB, Arrow's binary limit) and builds the result under
-``dst.tmp-*`` before renaming it to ``dst``. Reading memory-maps the Arrow files and decodes one frame's PNG only
+hence ``List(Image())``. Writing streams videos through ``Dataset.from_generator`` (one video's encoded row in
+memory at a time) and builds the result under ``dst.tmp-*`` before renaming it to ``dst``. Reading memory-maps the Arrow files and decodes one frame's PNG only
 when that frame is asked for (:class:`HFVideo`).
 """
 from __future__ import annotations
@@ -91,7 +86,8 @@ def video_to_row(video: LazyVideo, max_side: Optional[int] = None) -> dict:
             size = frame.shape[:2]
         elif frame.shape[:2] != size:
             raise SelfvosInputError(
-                video.source or video.name, f"frame {i} is {frame.shape[1]}x{frame.shape[0]} but frame 0 is {size[1]}x{size[0]}"
+                video.source or video.name,
+                f"frame {i} is {frame.shape[1]}x{frame.shape[0]} (WxH) but frame 0 is {size[1]}x{size[0]}",
             )
         frames.append({"bytes": encode_rgb_png(frame), "path": None})
         if mask is not None:
@@ -232,7 +228,8 @@ def _check_rows(dataset: datasets.Dataset, source: str) -> None:
     missing = [c for c in SCHEMA if c not in dataset.column_names]
     if missing:
         raise SelfvosInputError(source, f"not a selfvos video dataset: missing columns {missing} (see selfvos.data.hf)")
-    table = dataset.select_columns(["name", "frames", "frame_names", "masks", "mask_frame_indices"]).with_format("arrow")[:]
+    columns = ["name", "frames", "frame_names", "masks", "mask_frame_indices"]
+    table = dataset.select_columns(columns).with_format("arrow")[:]  # zero-copy slice of the memory map
     names = table.column("name").to_pylist()
     for a, b in (("frames", "frame_names"), ("masks", "mask_frame_indices")):
         bad = pc.not_equal(pc.list_value_length(table.column(a)), pc.list_value_length(table.column(b)))
