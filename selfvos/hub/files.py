@@ -20,6 +20,11 @@ _REPO_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 PathOrRepoId = Union[str, Path]
 
 
+def is_repo_id(text: str) -> bool:
+    """``"org/name"`` or ``"name"`` (letters, digits, ``-``, ``_``, ``.``)."""
+    return bool(_REPO_ID.match(text))
+
+
 def resolve_file(
     path_or_repo_id: PathOrRepoId,
     filename: str,
@@ -38,7 +43,7 @@ def resolve_file(
         hint = f" (found {', '.join(pickles)}: pickle checkpoints are never loaded)" if pickles else ""
         raise SelfvosInputError(local, f"not a selfvos checkpoint: no {filename}{hint}")
     repo_id = str(path_or_repo_id)
-    if isinstance(path_or_repo_id, Path) or not _REPO_ID.match(repo_id):
+    if isinstance(path_or_repo_id, Path) or not is_repo_id(repo_id):
         raise SelfvosInputError(repo_id, "no such checkpoint directory (and not a Hub repo id like org/name)")
     return _download(repo_id, filename, revision=revision, cache_dir=cache_dir, token=token)
 

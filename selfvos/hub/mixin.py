@@ -91,13 +91,16 @@ class SelfvosModelMixin:
         """The ``config.json`` document; refuses a config that would not reload to an equal object."""
         from selfvos import __version__
 
+        architecture = getattr(type(self), "architecture", None)
+        if not isinstance(architecture, str) or not architecture:
+            raise TypeError(f"{type(self).__name__} must define a class attribute `architecture = '<name>'`")
         config_class = config_class_of(type(self))
         if not isinstance(self.config, config_class):
             raise TypeError(f"{type(self).__name__}.config is {type(self.config).__name__}, not {config_class.__name__}")
         plain = to_dict(self.config)
         if from_dict(config_class, json.loads(json.dumps(plain))) != self.config:
             raise TypeError(f"{config_class.__name__} does not survive a JSON round trip; use typed fields")
-        return {"architecture": self.architecture, "selfvos_version": __version__, "config": plain}
+        return {"architecture": architecture, "selfvos_version": __version__, "config": plain}
 
     def save_pretrained(self, save_directory: Union[str, Path]) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``save_directory``; returns its path.

@@ -15,7 +15,7 @@ from typing import List, Optional, Union
 
 from selfvos.errors import SelfvosInputError
 from selfvos.hub.card import render_model_card
-from selfvos.hub.files import CONFIG_NAME
+from selfvos.hub.files import CONFIG_NAME, is_repo_id
 from selfvos.hub.weights import WEIGHTS_NAME
 
 CARD_NAME = "README.md"
@@ -85,6 +85,8 @@ def push_checkpoint(
     commit_message: str = "Upload selfvos checkpoint",
 ) -> PushResult:
     """Publish ``checkpoint_dir`` to ``repo_id`` (or only write the upload folder to ``dry_run_dir``)."""
+    if not is_repo_id(repo_id):
+        raise SelfvosInputError(repo_id, "not a Hub repo id (expected ORG/NAME or NAME: letters, digits, '-', '_', '.')")
     if dry_run_dir is not None:
         files = build_upload_folder(checkpoint_dir, dry_run_dir, repo_id, benchmark_json)
         return PushResult(str(dry_run_dir), files, dry_run=True)

@@ -183,3 +183,14 @@ def test_config_that_cannot_round_trip_is_refused_at_save(tmp_path, hub_classes)
     with pytest.raises(TypeError, match="config is dict, not TaggerConfig"):
         model.save_pretrained(tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_import_selfvos_stays_light_until_from_pretrained_is_used():
+    import subprocess
+    import sys
+
+    code = ("import sys, selfvos; assert 'torch' not in sys.modules, 'torch imported by import selfvos'; "
+            "f = selfvos.from_pretrained; assert 'torch' in sys.modules; print(f.__module__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "selfvos.hub.mixin"

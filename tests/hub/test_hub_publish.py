@@ -83,5 +83,39 @@ def test_refusals(tmp_path, checkpoint, capsys):
         publish.push_checkpoint(checkpoint, "org/tiny", dry_run_dir=out)
     with pytest.raises(SelfvosInputError, match="checkpoint directory not found"):
         publish.push_checkpoint(tmp_path / "missing", "org/tiny", dry_run_dir=tmp_path / "o")
+    with pytest.raises(SelfvosInputError, match=r"org/a/b: not a Hub repo id"):
+        publish.push_checkpoint(checkpoint, "org/a/b", dry_run_dir=tmp_path / "o")
     with pytest.raises(SelfvosInputError, match="HF_HUB_OFFLINE=1 is set"):  # the real upload, offline
         publish.push_checkpoint(checkpoint, "org/tiny")
+
+
+def test_upload_folder_calls_create_repo_branch_and_upload(tmp_path, monkeypatch):
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    calls = []
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls.append(("create_repo", repo_id, kwargs))
+
+        def create_branch(self, repo_id, **kwargs):
+            calls.append(("create_branch", repo_id, kwargs))
+
+        def upload_folder(self, **kwargs):
+            calls.append(("upload_folder", kwargs))
+            return huggingface_hub.CommitInfo(commit_url="https://hf.co/org/x/commit/1", commit_message="m",
+                                              commit_description="", oid="1")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    url = publish.upload_folder(tmp_path, "org/x", private=True, revision="exp1", commit_message="m")
+    assert url == "https://hf.co/org/x/commit/1"
+    assert calls == [
+        ("create_repo", "org/x", {"private": True, "exist_ok": True}),
+        ("create_branch", "org/x", {"branch": "exp1", "exist_ok": True}),
+        ("upload_folder", {"repo_id": "org/x", "folder_path": str(tmp_path), "revision": "exp1", "commit_message": "m"}),
+    ]
+    calls.clear()
+    publish.upload_folder(tmp_path, "org/x")
+    assert [c[0] for c in calls] == ["create_repo", "upload_folder"]  # main needs no branch
