@@ -22,6 +22,7 @@ import shutil
 import tempfile
 import types
 import typing
+import uuid
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Optional, Type, TypeVar, Union
 
@@ -115,7 +116,8 @@ class SelfvosModelMixin:
         if target.exists() and not target.is_dir():
             raise SelfvosInputError(target, "exists and is not a directory")
         target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+        staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
+        staging.mkdir()  # plain mkdir (not mkdtemp, which is 0700) so the result gets the usual permissions
         try:
             save_weights(self, staging / WEIGHTS_NAME)
             (staging / CONFIG_NAME).write_text(json.dumps(document, indent=2) + "\n")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -33,6 +34,9 @@ def test_config_json_layout(checkpoint, segmenter):
                                   "temperature": 0.5, "note": "unit test", "tie_heads": True}
     assert sorted(p.name for p in checkpoint.iterdir()) == ["config.json", "model.safetensors"]
     assert not list(checkpoint.parent.glob(".*tmp-*")), "the staging directory must be cleaned up"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert checkpoint.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0700
 
 
 def test_tied_weights_are_stored_once_and_stay_tied(checkpoint, hub_classes):
