@@ -126,7 +126,7 @@ def main() -> int:
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     result = {
         "what": "wall time of the whole evaluation process (start to exit), official DAVIS code vs selfvos evaluate",
-        "data": {"pred": str(args.pred), "gt": str(args.gt), "sequences": sequences, "frames": n_frames,
+        "data": {"pred": os.path.relpath(args.pred, REPO), "gt": os.path.relpath(args.gt, REPO), "sequences": sequences, "frames": n_frames,
                  "scored_frames": n_frames - 2 * len(sequences)},
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_avg_1min_before": load_before, "load_avg_1min_after": load_after},

@@ -77,9 +77,10 @@ def _crop_to_union(gt: np.ndarray, pred: np.ndarray) -> Optional[Tuple[slice, sl
     rows = np.flatnonzero(union.any(axis=1))
     if rows.size == 0:
         return None
-    cols = np.flatnonzero(union.any(axis=0))
+    y0, y1 = int(rows[0]), int(rows[-1])
+    cols = np.flatnonzero(union[y0 : y1 + 1].any(axis=0))
     height, width = gt.shape
-    return (slice(max(int(rows[0]) - 1, 0), min(int(rows[-1]) + 2, height)),
+    return (slice(max(y0 - 1, 0), min(y1 + 2, height)),
             slice(max(int(cols[0]) - 1, 0), min(int(cols[-1]) + 2, width)))
 
 
