@@ -1,14 +1,9 @@
-"""Engine test setup: two CPU threads at most, fresh Accelerate singletons per test, toy parts importable."""
+"""Engine test setup: two CPU threads at most and fresh Accelerate singletons for every test."""
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from engine_toys import reset_accelerate_state  # noqa: E402
+from tests.engine.engine_toys import reset_accelerate_state
 
 
 @pytest.fixture(autouse=True)

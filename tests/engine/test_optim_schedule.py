@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from engine_toys import ToyModel, ToyObjective
+from tests.engine.engine_toys import ToyModel, ToyObjective
 from torch import nn
 
 from selfvos.config import apply_overrides, from_dict, to_dict

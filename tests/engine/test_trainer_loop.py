@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from engine_toys import ToyClips, ToyModel, flat_weights, make_parts, reset_accelerate_state, toy_config
+from tests.engine.engine_toys import ToyClips, ToyModel, flat_weights, make_parts, reset_accelerate_state, toy_config
 
 from selfvos.engine import Callback, Trainer
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from engine_toys import flat_weights, make_parts, reset_accelerate_state, toy_config
+from tests.engine.engine_toys import flat_weights, make_parts, reset_accelerate_state, toy_config
 
 from selfvos.engine import Callback, Trainer, latest_checkpoint
 from selfvos.errors import SelfvosInputError
