@@ -7,6 +7,11 @@ Every function here is pure (arrays in, numbers out); reading PNG folders lives 
 Speed: the official code dilates both full-size boundary maps per frame. The dilated value at a boundary
 pixel only depends on boundary pixels at most ``r`` away, and every boundary pixel lies inside the bounding
 box of ``gt | pred`` grown by one pixel, so all work here is done on that crop. This gives identical numbers.
+
+Multi-object rules (DAVIS-2017): objects are the ids present in the first-frame GT (the official loader takes
+1..max id, the same for DAVIS' contiguous ids); void (255) pixels are removed from both masks, as the
+``void_pixels`` argument of ``db_eval_iou`` / ``f_measure`` intends (the official loader zeroes 255 before
+building its void mask, so there it never takes effect).
 """
 from __future__ import annotations
 
@@ -162,7 +167,6 @@ def db_statistics(per_frame: np.ndarray) -> Statistics:
         recall=float(np.nanmean(values > 0.5)),
         decay=float(np.nanmean(first) - np.nanmean(last)),
     )
-
 
 
 def protocol_frames(n_frames: int, protocol: str) -> range:
