@@ -100,6 +100,10 @@ class Trainer:
         self.run_config = dict(run_config or {})
         self.callbacks = list(callbacks)
         self.accelerator = acc = accelerator or build_accelerator(config)
+        if acc.step_scheduler_with_optimizer:
+            raise ValueError("pass an Accelerator made by build_accelerator(config): its scheduler steps once per update")
+        if acc.is_main_process:
+            Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         self.state = TrainingState()
         set_seed(config.seed)
         module = TrainStep(model, objective)
@@ -142,7 +146,7 @@ class Trainer:
         epoch, offset = divmod(start, len(self.loader))
         while True:
             self.state.epoch = epoch
-            self.loader.set_epoch(epoch)
+            self.loader.set_epoch(epoch)  # seeds this epoch's shuffle; also calls dataset.set_epoch if any
             loader = self.accelerator.skip_first_batches(self.loader, offset) if offset else self.loader
             yield from loader
             epoch, offset = epoch + 1, 0

@@ -68,3 +68,14 @@ def test_tracking_off_is_a_clean_no_op(tmp_path):
     trainer = Trainer(model, data, toy_config(tmp_path, max_steps=1, tracking_uri=None), objective=objective)
     trainer.train()
     assert trainer.state.run_id == "" and not list(tmp_path.glob("*.db"))
+
+
+def test_default_store_is_sqlite_in_output_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "fresh" / "run"
+    model, objective, data = make_parts(seed=6)
+    trainer = Trainer(model, data, toy_config(out, max_steps=1, tracking_uri="auto"), objective=objective)
+    trainer.train()
+    trainer.close()
+    client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
+    assert client.get_run(trainer.state.run_id).data.metrics["loss"] > 0

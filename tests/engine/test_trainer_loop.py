@@ -5,7 +5,9 @@ import math
 
 import pytest
 import torch
-from tests.engine.engine_toys import ToyClips, ToyModel, flat_weights, make_parts, reset_accelerate_state, toy_config
+from tests.engine.engine_toys import (
+    ToyClips, ToyModel, ToyObjective, flat_weights, make_parts, reset_accelerate_state, toy_config,
+)
 
 from selfvos.engine import Callback, Trainer
 
@@ -79,3 +81,37 @@ def test_objective_must_return_a_loss_mapping(tmp_path):
 def test_too_small_dataset_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="no full batch of 4"):
         Trainer(ToyModel(), ToyClips(3), toy_config(tmp_path), objective=lambda m, b: {"loss": 0})
+
+
+class EpochAwareClips(ToyClips):
+    def __init__(self, n: int) -> None:
+        super().__init__(n)
+        self.epochs = []
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epochs.append(epoch)
+
+
+def test_dataset_hears_each_epoch(tmp_path):
+    torch.manual_seed(0)
+    data = EpochAwareClips(8)  # 2 batches of 4 per epoch: 5 steps span epochs 0, 1 and 2
+    trainer = Trainer(ToyModel(), data, toy_config(tmp_path, max_steps=5), objective=ToyObjective())
+    trainer.train()
+    assert sorted(set(data.epochs)) == [0, 1, 2] and data.epochs[-1] == 2 and trainer.state.epoch == 2
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_and_keeps_fp32_weights(tmp_path, precision):
+    model, objective, data = make_parts(seed=0)
+    trainer = Trainer(model, data, toy_config(tmp_path, max_steps=3, mixed_precision=precision), objective=objective)
+    assert trainer.accelerator.mixed_precision == precision
+    last = trainer.train()
+    assert 0.0 < last["loss"] < 1.0 and math.isfinite(last["grad_norm"])
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_a_foreign_accelerator_that_would_step_the_scheduler_per_process_is_refused(tmp_path):
+    from accelerate import Accelerator
+
+    with pytest.raises(ValueError, match="build_accelerator"):
+        Trainer(ToyModel(), ToyClips(8), toy_config(tmp_path), objective=ToyObjective(), accelerator=Accelerator())
