@@ -101,7 +101,7 @@ class Trainer:
         self.callbacks = list(callbacks)
         self.accelerator = acc = accelerator or build_accelerator(config)
         if acc.step_scheduler_with_optimizer:
-            raise ValueError("pass an Accelerator made by build_accelerator(config): its scheduler steps once per update")
+            raise ValueError("pass an Accelerator made by build_accelerator(config) (one scheduler step per update)")
         if acc.is_main_process:
             Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         self.state = TrainingState()
@@ -116,7 +116,8 @@ class Trainer:
         self.module, self.optimizer, self.scheduler, self.loader = acc.prepare(module, optimizer, scheduler, loader)
         if len(self.loader) == 0:
             raise ValueError(
-                f"dataset of {len(dataset)} items gives no full batch of {config.batch_size} x {acc.num_processes} processes"
+                f"dataset of {len(dataset)} items gives no full batch of "
+                f"{config.batch_size} x {acc.num_processes} processes"
             )
         acc.register_for_checkpointing(self.state)
         self._resume()
@@ -231,7 +232,9 @@ class Trainer:
         acc.wait_for_everyone()
         return final
 
-    def export(self, directory: Union[str, Path, None] = None, extra_config: Optional[Mapping[str, Any]] = None) -> Path:
+    def export(
+        self, directory: Union[str, Path, None] = None, extra_config: Optional[Mapping[str, Any]] = None
+    ) -> Path:
         """Export the trained model (and a trainable objective) as safetensors + ``config.json``, main process only."""
         acc = self.accelerator
         directory = Path(directory or Path(self.config.output_dir) / "export")
@@ -249,7 +252,7 @@ class Trainer:
         return directory
 
     def log_round_metrics(self, metrics: Mapping[str, Any]) -> None:
-        """Per-round quality (e.g. pseudo-label J against a held-out set), logged as ``round/<name>`` at the round index."""
+        """Per-round quality (e.g. pseudo-label J on held-out videos) as ``round/<name>`` at step = round index."""
         self.tracker.log_metrics({f"round/{k}": v for k, v in metrics.items()}, step=self.state.round)
 
     def close(self, status: str = "FINISHED") -> None:

@@ -28,7 +28,8 @@ class Recorder(Callback):
 def test_loss_falls_on_a_tiny_problem(tmp_path):
     model, objective, data = make_parts(seed=0)
     rec = Recorder()
-    trainer = Trainer(model, data, toy_config(tmp_path, max_steps=40, warmup_steps=2), objective=objective, callbacks=[rec])
+    cfg = toy_config(tmp_path, max_steps=40, warmup_steps=2)
+    trainer = Trainer(model, data, cfg, objective=objective, callbacks=[rec])
     trainer.train()
     first, last = sum(rec.losses[:5]) / 5, sum(rec.losses[-5:]) / 5
     assert rec.steps == list(range(1, 41))
