@@ -1,0 +1,84 @@
+"""Classical dense optical flow (OpenCV DIS) with an optional on-disk cache, shared by the motion
+pseudo-labeler and the motion-stream heads.
+
+Flow convention: ``flow[y, x] = (dx, dy)`` such that pixel (x, y) of the *reference* frame moves to
+``(x + dx, y + dy)`` in the *target* frame; shape (H, W, 2) float32, in pixels of the working
+resolution.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional, Union
+
+import cv2
+import numpy as np
+
+from selfvos.data.video import LazyVideo
+from selfvos.pseudo.base import downscale
+
+DIS_PRESETS = {
+    "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
+    "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+    "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
+}
+
+
+def dis_flow(reference: np.ndarray, target: np.ndarray, preset: str = "medium") -> np.ndarray:
+    """DIS optical flow from ``reference`` to ``target``, both (H, W, 3) uint8 RGB or (H, W) grey.
+
+    Returns (H, W, 2) float32 ``(dx, dy)``.
+    """
+    if preset not in DIS_PRESETS:
+        raise ValueError(f"unknown DIS preset {preset!r}; choose one of {sorted(DIS_PRESETS)}")
+    grey = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) if im.ndim == 3 else im for im in (reference, target)]
+    dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
+    return dis.calc(grey[0], grey[1], None).astype(np.float32)
+
+
+def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.save(fh, array)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class FlowField:
+    """Flow between frames of one video at a fixed working resolution, optionally cached on disk.
+
+    ``FlowField(max_side=480, preset="medium", cache_dir="flow_cache")(video, i, j)`` returns the
+    (h, w, 2) flow from frame ``i`` to frame ``j`` of ``video`` where (h, w) is the frame downscaled so
+    its longest side is at most ``max_side``. Cached flows are stored as float16 ``.npy`` files under
+    ``cache_dir/<video>/<preset>_<max_side>/<i>_<j>.npy`` (written atomically).
+    """
+
+    def __init__(self, *, preset: str = "medium", max_side: int = 0, cache_dir: Optional[Union[str, Path]] = None) -> None:
+        if preset not in DIS_PRESETS:
+            raise ValueError(f"unknown DIS preset {preset!r}; choose one of {sorted(DIS_PRESETS)}")
+        self.preset, self.max_side = preset, int(max_side)
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+
+    def cache_path(self, video_name: str, i: int, j: int) -> Optional[Path]:
+        if self.cache_dir is None:
+            return None
+        return self.cache_dir / video_name / f"{self.preset}_{self.max_side}" / f"{i:06d}_{j:06d}.npy"
+
+    def working_frame(self, video: LazyVideo, index: int) -> np.ndarray:
+        """Frame ``index`` at the working resolution, (h, w, 3) uint8."""
+        return downscale(video.frame(index), self.max_side)
+
+    def __call__(self, video: LazyVideo, i: int, j: int) -> np.ndarray:
+        path = self.cache_path(video.name, i, j)
+        if path is not None and path.is_file():
+            return np.load(path).astype(np.float32)
+        flow = dis_flow(self.working_frame(video, i), self.working_frame(video, j), self.preset)
+        if path is not None:
+            _atomic_save_npy(path, flow.astype(np.float16))
+        return flow
