@@ -18,7 +18,7 @@ def overlay(frame: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int] = (
     """Tint ``frame`` (H, W, 3) uint8 where ``mask`` (H, W) bool is set; returns (H, W, 3) uint8."""
     out = frame.astype(np.float32).copy()
     out[mask] = (1 - alpha) * out[mask] + alpha * np.asarray(color, np.float32)
-    return np.clip(out, 0, 255).astype(np.uint8)
+    return np.clip(np.round(out), 0, 255).astype(np.uint8)
 
 
 def pick_frames(collection: VideoCollection, per_video: int, max_rows: int,
