@@ -1,0 +1,31 @@
+"""MuG multi-granularity self-supervised pretraining: one model, four objectives, one weighted sum.
+
+>>> model = MuGModel(MuGConfig())
+>>> objective = OBJECTIVES.create("mug", config=ObjectiveConfig(matching=False))
+>>> out = objective(model, batch)    # {"loss", "frame", "tracking", "matching", "memory", ...}
+>>> out["loss"].backward()
+
+Registered objectives: ``frame``, ``tracking``, ``matching``, ``memory`` (the single terms) and ``mug``
+(the weighted sum). See each module for the exact formulation.
+"""
+from __future__ import annotations
+
+from selfvos.pretrain.frame import FrameObjective, masked_soft_bce
+from selfvos.pretrain.matching import CoAttentionMatching, MatchingConfig, TransformRegressor
+from selfvos.pretrain.memory import MemoryReader, VideoMemory
+from selfvos.pretrain.model import MuGConfig, MuGModel
+from selfvos.pretrain.objective import ObjectiveConfig, MuGObjective
+from selfvos.pretrain.tracking import ForwardBackwardTracking, TrackingConfig
+from selfvos.registry import OBJECTIVES
+
+OBJECTIVES.register("frame")(FrameObjective)
+OBJECTIVES.register("tracking")(ForwardBackwardTracking)
+OBJECTIVES.register("matching")(CoAttentionMatching)
+OBJECTIVES.register("memory")(VideoMemory)
+OBJECTIVES.register("mug")(MuGObjective)
+
+__all__ = [
+    "MuGModel", "MuGConfig", "MuGObjective", "ObjectiveConfig", "FrameObjective", "ForwardBackwardTracking",
+    "TrackingConfig", "CoAttentionMatching", "MatchingConfig", "TransformRegressor", "VideoMemory",
+    "MemoryReader", "masked_soft_bce",
+]

@@ -1,0 +1,110 @@
+"""MuGObjective: the weighted sum of the four granularities, with ablation switches.
+
+    L = w_frame * L_frame + beta1 * L_tracking + beta2 * L_matching + beta3 * L_memory
+
+Weight mapping (BRIEF section 2 gives beta1 = 0.1, beta2 = 0.02, beta3 = 0.5 on the non-frame terms in
+the paper's order short-term, long-term, video; the mapping is unverified): ``tracking_weight`` = beta1,
+``matching_weight`` = beta2, ``memory_weight`` = beta3, ``frame_weight`` = 1.
+
+Each frame and reference is encoded ONCE per step; features are shared by every objective (the matching
+term additionally encodes its B warped ``warp_size`` px images). A disabled term is not computed and is
+reported as 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Mapping
+
+import torch
+from torch import nn
+
+from selfvos.pretrain.frame import FrameObjective
+from selfvos.pretrain.matching import CoAttentionMatching, MatchingConfig
+from selfvos.pretrain.memory import VideoMemory
+from selfvos.pretrain.model import MuGModel
+from selfvos.pretrain.tracking import ForwardBackwardTracking, TrackingConfig
+
+TERMS = ("frame", "tracking", "matching", "memory")
+
+
+@dataclass
+class ObjectiveConfig:
+    """Switches, weights and per-term settings of :class:`MuGObjective`."""
+
+    frame: bool = True
+    tracking: bool = True
+    matching: bool = True
+    memory: bool = True
+    frame_weight: float = 1.0
+    tracking_weight: float = 0.1  # beta1
+    matching_weight: float = 0.02  # beta2
+    memory_weight: float = 0.5  # beta3
+    frame_on_refs: bool = True  # also supervise rho on reference frames that have a pseudo-mask
+    tracking_cfg: TrackingConfig = field(default_factory=TrackingConfig)
+    matching_cfg: MatchingConfig = field(default_factory=MatchingConfig)
+
+    def weights(self) -> Dict[str, float]:
+        return {"frame": self.frame_weight, "tracking": self.tracking_weight,
+                "matching": self.matching_weight, "memory": self.memory_weight}
+
+    def enabled(self) -> Dict[str, bool]:
+        return {name: bool(getattr(self, name)) for name in TERMS}
+
+
+class MuGObjective(nn.Module):
+    """``objective(model, batch)`` -> ``{"loss", "frame", "tracking", "matching", "memory", ...}``.
+
+    ``loss`` carries the gradient; the per-term values are unweighted and detached. Matching also
+    reports ``matching_transform`` and ``matching_consistency``. ``batch`` follows the pretraining batch
+    contract (``frames`` (B, T, 3, H, W), ``pseudo_masks``, ``mask_valid``, ``refs``, ``ref_masks``, ``ref_valid``).
+    """
+
+    def __init__(self, config: ObjectiveConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ObjectiveConfig()
+        if not any(self.config.enabled().values()):
+            raise ValueError("MuGObjective: every term is disabled; enable at least one of " + ", ".join(TERMS))
+        self.frame_objective = FrameObjective()
+        self.tracking_objective = ForwardBackwardTracking(self.config.tracking_cfg)
+        self.matching_objective = CoAttentionMatching(self.config.matching_cfg)
+        self.memory_objective = VideoMemory()
+
+    def forward(self, model: MuGModel, batch: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        cfg = self.config
+        on = cfg.enabled()
+        frames = batch["frames"]
+        refs = batch.get("refs")
+        has_refs = refs is not None and refs.shape[1] > 0
+        feats = model.encode(frames)  # (B, T, C, h, w), once
+        need_refs = has_refs and (on["memory"] or on["matching"] or (on["frame"] and cfg.frame_on_refs))
+        ref_feats = model.encode(refs) if need_refs else None  # (B, R, C, h', w'), once
+
+        terms: Dict[str, torch.Tensor] = {}
+        extras: Dict[str, torch.Tensor] = {}
+        if on["frame"]:
+            loss = self.frame_objective(model.frame_logits(feats), batch["pseudo_masks"], batch["mask_valid"])
+            if ref_feats is not None and cfg.frame_on_refs and "ref_masks" in batch:
+                ref_loss = self.frame_objective(model.frame_logits(ref_feats), batch["ref_masks"], batch["ref_valid"])
+                n_frames = batch["mask_valid"].sum()
+                n_refs = batch["ref_valid"].sum()
+                loss = (loss * n_frames + ref_loss * n_refs) / (n_frames + n_refs).clamp(min=1)
+            terms["frame"] = loss
+        if on["tracking"]:
+            terms["tracking"] = self.tracking_objective(feats)
+        if on["matching"]:
+            out = self.matching_objective(model, frames, feats, refs if has_refs else None, ref_feats)
+            terms["matching"] = out["loss"]
+            extras["matching_transform"] = out["transform"].detach()
+            extras["matching_consistency"] = out["consistency"].detach()
+        if on["memory"]:
+            if ref_feats is None:
+                raise ValueError("the memory objective needs reference frames: batch['refs'] is missing or empty")
+            terms["memory"] = self.memory_objective(model, feats, ref_feats, batch["pseudo_masks"], batch["mask_valid"])
+
+        weights = cfg.weights()
+        total = sum(weights[name] * value for name, value in terms.items())
+        zero = frames.new_zeros(())
+        result: Dict[str, torch.Tensor] = {"loss": total}
+        result.update({name: terms[name].detach() if name in terms else zero for name in TERMS})
+        result.update(extras)
+        return result
