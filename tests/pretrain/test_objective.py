@@ -1,0 +1,99 @@
+"""MuGObjective: keys, weighted sum, ablation switches, registry, shared encoding, overfitting a clip."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from selfvos.config import apply_overrides, from_dict, to_dict
+from selfvos.pretrain import MuGModel, MuGObjective, ObjectiveConfig
+from selfvos.registry import OBJECTIVES
+
+from .conftest import backbone_grad_ok, small_model, tiny_batch
+
+TERMS = ("frame", "tracking", "matching", "memory")
+
+
+def test_registered_objectives():
+    assert {"frame", "tracking", "matching", "memory", "mug"} <= set(OBJECTIVES.names())
+    assert isinstance(OBJECTIVES.create("mug", config=ObjectiveConfig(matching=False)), MuGObjective)
+
+
+def test_defaults_follow_the_brief_and_round_trip_as_config():
+    cfg = ObjectiveConfig()
+    assert cfg.weights() == {"frame": 1.0, "tracking": 0.1, "matching": 0.02, "memory": 0.5}
+    assert from_dict(ObjectiveConfig, to_dict(cfg)) == cfg
+    changed = apply_overrides(cfg, ["--tracking_cfg.patch_fraction", "0.5", "--memory=false"])
+    assert changed.tracking_cfg.patch_fraction == 0.5 and changed.memory is False
+
+
+def test_all_terms_present_finite_and_weighted(model, batch):
+    torch.manual_seed(0)
+    out = MuGObjective()(model, batch)
+    assert set(TERMS) | {"loss", "matching_transform", "matching_consistency"} == set(out)
+    for name in TERMS:
+        assert torch.isfinite(out[name]) and out[name] > 0 and not out[name].requires_grad, name
+    expected = out["frame"] + 0.1 * out["tracking"] + 0.02 * out["matching"] + 0.5 * out["memory"]
+    torch.testing.assert_close(out["loss"].detach(), expected)
+    out["loss"].backward()
+    assert backbone_grad_ok(model)
+
+
+@pytest.mark.parametrize("only", TERMS)
+def test_ablation_switches_remove_terms(batch, only):
+    model = small_model()
+    cfg = ObjectiveConfig(**{name: name == only for name in TERMS})
+    out = MuGObjective(cfg)(model, batch)
+    for name in TERMS:
+        assert (out[name] != 0) == (name == only), (only, name)
+    torch.testing.assert_close(out["loss"].detach(), cfg.weights()[only] * out[only])
+    out["loss"].backward()
+    assert backbone_grad_ok(model)
+    users = [(model.mask_head, {"frame", "memory"}),  # rho decodes the memory read-out too
+             (model.memory.key, {"memory"}), (model.regressor.fc, {"matching"}), (model.projection, {"matching"})]
+    for module, used_by in users:
+        grad = module.weight.grad
+        assert (grad is not None and grad.abs().sum() > 0) == (only in used_by), (only, module)
+
+
+def test_each_image_is_encoded_once(batch, monkeypatch):
+    model = small_model()
+    calls = []
+    original = MuGModel.encode
+
+    def counting(self, images):
+        calls.append(tuple(images.shape))
+        return original(self, images)
+
+    monkeypatch.setattr(MuGModel, "encode", counting)
+    MuGObjective()(model, batch)
+    # the clip, the references and the warped images of the matching term: three backbone calls
+    assert calls == [(2, 3, 3, 64, 64), (2, 2, 3, 32, 32), (2, 3, 64, 64)]
+
+
+def test_configuration_errors(model, batch):
+    with pytest.raises(ValueError, match="every term is disabled"):
+        MuGObjective(ObjectiveConfig(frame=False, tracking=False, matching=False, memory=False))
+    no_refs = {k: v for k, v in batch.items() if not k.startswith("ref")}
+    with pytest.raises(ValueError, match="needs reference frames"):
+        MuGObjective()(model, no_refs)
+    out = MuGObjective(ObjectiveConfig(memory=False))(model, no_refs)
+    assert out["memory"] == 0 and torch.isfinite(out["loss"])
+
+
+def test_loss_falls_when_overfitting_one_clip():
+    torch.manual_seed(0)
+    model = small_model()
+    batch = tiny_batch(b=1, t=3, r=2, size=64, ref_size=32)
+    objective = MuGObjective()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    history = []
+    for _ in range(30):
+        out = objective(model, batch)
+        optimizer.zero_grad()
+        out["loss"].backward()
+        optimizer.step()
+        history.append({k: float(v.detach()) for k, v in out.items()})
+    first, last = history[0], history[-1]
+    assert sum(h["loss"] for h in history[-3:]) / 3 < 0.5 * first["loss"]
+    assert last["frame"] < 0.6 * first["frame"] and last["memory"] < 0.6 * first["memory"]
+    assert min(h["tracking"] for h in history[-5:]) < first["tracking"]
