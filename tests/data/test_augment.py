@@ -31,12 +31,13 @@ def test_mask_still_matches_the_augmented_frame():
     torch.manual_seed(0)
     x, m = red_square_clip()
     out = ClipAugment(ALWAYS)({"frames": x, "pseudo_masks": m})
-    drawn = chroma(out["frames"]) > 0.25
+    c = chroma(out["frames"])
+    drawn = c > 0.5 * c.amax(dim=(-1, -2, -3), keepdim=True)  # half-way between grey and the jittered red
     mask = out["pseudo_masks"] > 0.5
     iou = (drawn & mask).sum((-1, -2, -3)) / (drawn | mask).sum((-1, -2, -3)).clamp(min=1)
     assert out["frames"].shape == x.shape and out["pseudo_masks"].shape == m.shape
     assert mask.sum() > 0
-    assert iou.min() > 0.9, iou
+    assert iou.min() > 0.9, iou  # worst of 30 seeds: 0.905; a 1-px shift of the mask gives ~0.8
     # and the augmentation actually changed the geometry
     assert (mask != (m > 0.5)).float().mean() > 0.01
 
