@@ -97,7 +97,8 @@ class ResNet(nn.Module):
         output_stride: 8, 16 or 32 (stride of layer4).
         in_chans: 3 (RGB) or 1 (grey).
         return_layers: which of ``layer1..layer4`` ``forward`` returns; layers after the deepest one
-            requested are built (so state dicts stay compatible) but never run.
+            requested are built (so state dicts stay compatible) but never run, and are frozen
+            (``requires_grad=False``) like ``fc``.
     """
 
     def __init__(self, depth_name: str = "resnet18", output_stride: int = 8, in_chans: int = 3,
@@ -137,6 +138,11 @@ class ResNet(nn.Module):
                 out_strides[i + 1] = out_strides[i]
         self.strides: Dict[str, int] = dict(zip(LAYER_NAMES, out_strides))
         self._init_weights()
+        # fc and the layers after the deepest returned one never run: freeze them so optimisers and
+        # DistributedDataParallel see only parameters that receive gradients.
+        unused = [self.fc] + [getattr(self, n) for n in LAYER_NAMES[LAYER_NAMES.index(self.return_layers[-1]) + 1:]]
+        for module in unused:
+            module.requires_grad_(False)
 
     def _make_layer(self, block: Block, planes: int, blocks: int, stride: int = 1, dilate: bool = False) -> nn.Sequential:
         previous_dilation = self.dilation

@@ -4,6 +4,7 @@
 >>> objective = OBJECTIVES.create("mug", config=ObjectiveConfig(matching=False))
 >>> out = objective(model, batch)    # {"loss", "frame", "tracking", "matching", "memory", ...}
 >>> out["loss"].backward()
+>>> step = MuGPretrainer(model, objective)   # one forward(batch) for accelerate / DDP
 
 Registered objectives: ``frame``, ``tracking``, ``matching``, ``memory`` (the single terms) and ``mug``
 (the weighted sum). See each module for the exact formulation.
@@ -14,7 +15,7 @@ from selfvos.pretrain.frame import FrameObjective, masked_soft_bce
 from selfvos.pretrain.matching import CoAttentionMatching, MatchingConfig, TransformRegressor
 from selfvos.pretrain.memory import MemoryReader, VideoMemory
 from selfvos.pretrain.model import MuGConfig, MuGModel
-from selfvos.pretrain.objective import ObjectiveConfig, MuGObjective
+from selfvos.pretrain.objective import MuGObjective, MuGPretrainer, ObjectiveConfig
 from selfvos.pretrain.tracking import ForwardBackwardTracking, TrackingConfig
 from selfvos.registry import OBJECTIVES
 
@@ -25,7 +26,7 @@ OBJECTIVES.register("memory")(VideoMemory)
 OBJECTIVES.register("mug")(MuGObjective)
 
 __all__ = [
-    "MuGModel", "MuGConfig", "MuGObjective", "ObjectiveConfig", "FrameObjective", "ForwardBackwardTracking",
+    "MuGModel", "MuGConfig", "MuGObjective", "MuGPretrainer", "ObjectiveConfig", "FrameObjective", "ForwardBackwardTracking",
     "TrackingConfig", "CoAttentionMatching", "MatchingConfig", "TransformRegressor", "VideoMemory",
     "MemoryReader", "masked_soft_bce",
 ]

@@ -108,3 +108,21 @@ class MuGObjective(nn.Module):
         result.update({name: terms[name].detach() if name in terms else zero for name in TERMS})
         result.update(extras)
         return result
+
+
+class MuGPretrainer(nn.Module):
+    """``MuGModel`` + ``MuGObjective`` behind ONE ``forward(batch)``, for ``accelerator.prepare``/DDP.
+
+    DistributedDataParallel synchronises gradients only for computation run inside the wrapped
+    module's ``forward``; the objectives call several model methods, so wrap both here.
+    ``forward(batch)`` returns the objective's dict. With ablated terms some heads get no gradient:
+    use ``find_unused_parameters=True`` then.
+    """
+
+    def __init__(self, model: MuGModel, objective: MuGObjective | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.objective = objective or MuGObjective()
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        return self.objective(self.model, batch)

@@ -146,3 +146,5 @@ def test_gradients_reach_conv1():
     assert net.conv1.weight.grad is not None and torch.isfinite(net.conv1.weight.grad).all()
     assert net.conv1.weight.grad.abs().sum() > 0
     assert net.layer4[0].conv1.weight.grad is None  # layer4 not run when not requested
+    trainable = {name.split(".")[0] for name, p in net.named_parameters() if p.requires_grad}
+    assert trainable == {"conv1", "bn1", "layer1", "layer2", "layer3"}  # layer4 and fc frozen

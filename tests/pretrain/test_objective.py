@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from selfvos.config import apply_overrides, from_dict, to_dict
-from selfvos.pretrain import MuGModel, MuGObjective, ObjectiveConfig
+from selfvos.pretrain import MuGModel, MuGObjective, MuGPretrainer, ObjectiveConfig
 from selfvos.registry import OBJECTIVES
 
 from .conftest import backbone_grad_ok, small_model, tiny_batch
@@ -97,3 +97,19 @@ def test_loss_falls_when_overfitting_one_clip():
     assert sum(h["loss"] for h in history[-3:]) / 3 < 0.5 * first["loss"]
     assert last["frame"] < 0.6 * first["frame"] and last["memory"] < 0.6 * first["memory"]
     assert min(h["tracking"] for h in history[-5:]) < first["tracking"]
+
+
+def test_pretrainer_wraps_model_and_objective_in_one_forward(batch):
+    model = small_model()
+    wrapper = MuGPretrainer(model)
+    torch.manual_seed(3)
+    out = wrapper(batch)
+    torch.manual_seed(3)
+    direct = MuGObjective()(model, batch)
+    for key in direct:
+        torch.testing.assert_close(out[key], direct[key])
+    out["loss"].backward()
+    frozen = {name for name, p in wrapper.named_parameters() if not p.requires_grad}
+    assert all(name.startswith(("model.backbone.layer4", "model.backbone.fc")) for name in frozen)
+    missing = [name for name, p in wrapper.named_parameters() if p.requires_grad and p.grad is None]
+    assert missing == []  # every trainable parameter is used by the full objective (DDP-safe)
