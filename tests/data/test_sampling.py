@@ -1,0 +1,134 @@
+"""ClipDataset: the batch contract, skip rules, references, masks, determinism, curriculum, workers."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from selfvos.data.augment import ClipAugment
+from selfvos.data.sampling import (
+    ClipDataset,
+    ClipSamplerConfig,
+    SkipCurriculum,
+    sample_clip_indices,
+    sample_reference_indices,
+)
+from selfvos.data.synthetic import SyntheticConfig, synthetic_collection
+from selfvos.data.video import VOID, InMemoryVideo, VideoCollection, VideoSample
+
+torch.set_num_threads(2)
+COLL = synthetic_collection(SyntheticConfig(num_videos=3, num_frames=30, height=48, width=64, seed=5))
+CFG = ClipSamplerConfig(num_frames=4, max_skip=3, num_refs=2, size=(32, 40), seed=9)
+
+
+def test_collated_batch_follows_the_contract():
+    batch = next(iter(DataLoader(ClipDataset(COLL, CFG, clips_per_video=2), batch_size=3)))
+    expect = {
+        "frames": ((3, 4, 3, 32, 40), torch.float32), "pseudo_masks": ((3, 4, 1, 32, 40), torch.float32),
+        "mask_valid": ((3, 4), torch.bool), "refs": ((3, 2, 3, 32, 40), torch.float32),
+        "ref_masks": ((3, 2, 1, 32, 40), torch.float32), "ref_valid": ((3, 2), torch.bool),
+        "video_index": ((3,), torch.int64), "frame_indices": ((3, 4), torch.int64), "ref_indices": ((3, 2), torch.int64),
+    }
+    assert {k: (tuple(v.shape), v.dtype) for k, v in batch.items()} == expect
+    assert batch["frames"].min() >= 0 and batch["frames"].max() <= 1
+    assert batch["mask_valid"].all() and batch["ref_valid"].all()
+    assert batch["video_index"].tolist() == [0, 1, 2]
+
+
+def test_clip_steps_and_references():
+    rng = np.random.default_rng(0)
+    steps_seen = set()
+    for _ in range(300):
+        clip = sample_clip_indices(rng, 40, 5, 4)
+        steps = np.diff(clip)
+        assert clip.min() >= 0 and clip.max() <= 39 and steps.min() >= 1 and steps.max() <= 4
+        steps_seen |= set(steps.tolist())
+        refs = sample_reference_indices(rng, 40, clip, 3)
+        assert len(set(refs.tolist())) == 3 and not set(refs.tolist()) & set(clip.tolist())
+    assert steps_seen == {1, 2, 3, 4}
+    assert sample_clip_indices(rng, 6, 4, 25).max() <= 5  # long skips shrink to fit
+    assert sample_clip_indices(rng, 2, 4, 3).tolist() == [0, 1, 1, 1]  # short video: clamped at the end
+    assert len(sample_reference_indices(rng, 4, [0, 1, 2, 3], 2)) == 2  # no frame left outside: reuse
+
+
+def test_frames_and_masks_are_the_resized_video():
+    ds = ClipDataset(COLL, CFG)
+    item = ds[1]
+    video = COLL[1]
+    for k, i in enumerate(item["frame_indices"].tolist()):
+        frame = cv2.resize(video.frame(i), (40, 32), interpolation=cv2.INTER_LINEAR)
+        assert torch.allclose(item["frames"][k], torch.from_numpy(frame).permute(2, 0, 1) / 255.0)
+        fg = cv2.resize((video.mask(i) > 0).astype(np.float32), (40, 32), interpolation=cv2.INTER_NEAREST)
+        assert torch.equal(item["pseudo_masks"][k, 0], torch.from_numpy(fg))
+
+
+def test_void_is_not_foreground_and_unannotated_videos_are_invalid():
+    frames = np.zeros((5, 8, 8, 3), np.uint8)
+    masks = np.zeros((5, 8, 8), np.uint8)
+    masks[:, :4] = 1
+    masks[:, :2] = VOID
+    annotated = np.array([True, False, True, False, True])
+    with_masks = InMemoryVideo(VideoSample(frames, [str(i) for i in range(5)], "a", masks=masks, annotated=annotated))
+    without = InMemoryVideo(VideoSample(frames, [str(i) for i in range(5)], "b"))
+    cfg = ClipSamplerConfig(num_frames=5, max_skip=1, num_refs=0, size=(8, 8))
+    item = ClipDataset(VideoCollection([with_masks, without]), cfg)[0]
+    assert item["mask_valid"].tolist() == annotated.tolist()
+    assert item["pseudo_masks"][0, 0, :2].sum() == 0 and item["pseudo_masks"][0, 0, 2:4].min() == 1
+    assert item["pseudo_masks"][1].sum() == 0 and item["refs"].shape == (0, 3, 8, 8)
+    other = ClipDataset(VideoCollection([with_masks, without]), cfg)[1]
+    assert not other["mask_valid"].any() and other["pseudo_masks"].sum() == 0
+
+
+def test_mask_provider_soft_masks_resized_bilinear():
+    def provider(name: str, index: int):
+        if index % 2:
+            return None
+        return np.tile(np.linspace(0.0, 1.0, 64, dtype=np.float32), (48, 1))
+
+    item = ClipDataset(COLL, ClipSamplerConfig(num_frames=6, max_skip=1, num_refs=3, size=(24, 32)), provider)[0]
+    even = (item["frame_indices"] % 2 == 0)
+    assert torch.equal(item["mask_valid"], even) and torch.equal(item["ref_valid"], item["ref_indices"] % 2 == 0)
+    expected = cv2.resize(provider("", 0), (32, 24), interpolation=cv2.INTER_LINEAR)
+    k = int(torch.nonzero(even)[0])
+    assert torch.allclose(item["pseudo_masks"][k, 0], torch.from_numpy(expected))
+    assert item["pseudo_masks"][~even].sum() == 0
+
+
+def test_items_are_reproducible_per_seed_epoch_index():
+    ds, again = ClipDataset(COLL, CFG, augment=ClipAugment()), ClipDataset(COLL, CFG, augment=ClipAugment())
+    state = torch.random.get_rng_state()
+    a, b = ds[2], again[2]
+    assert torch.equal(torch.random.get_rng_state(), state)  # augmentation does not touch the global RNG
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    ds.set_epoch(1)
+    c = ds[2]
+    assert not torch.equal(a["frames"], c["frames"])
+    base = ClipDataset(COLL, CFG)[2]
+    other = ClipDataset(COLL, ClipSamplerConfig(num_frames=4, max_skip=3, num_refs=2, size=(32, 40), seed=10))[2]
+    picks = lambda item: torch.cat([item["frame_indices"], item["ref_indices"]])  # noqa: E731
+    assert torch.equal(picks(base), picks(a)) and not torch.equal(picks(base), picks(other))
+
+
+def test_skip_curriculum_grows_linearly_and_drives_the_dataset():
+    cur = SkipCurriculum(start=1, end=25, steps=100)
+    assert [cur(s) for s in (0, 25, 50, 100, 500)] == [1, 7, 13, 25, 25]
+    ds = ClipDataset(COLL, ClipSamplerConfig(num_frames=5, max_skip=10, num_refs=0, size=(16, 16)), clips_per_video=20)
+    assert cur.apply(ds, 0) == 1 and ds.max_skip == 1
+    assert all(np.diff(ds[i]["frame_indices"].numpy()).tolist() == [1, 1, 1, 1] for i in range(10))
+    cur.apply(ds, 50)
+    assert max(int(np.diff(ds[i]["frame_indices"].numpy()).max()) for i in range(30)) > 1
+    with pytest.raises(ValueError):
+        ds.max_skip = 0
+
+
+def test_persistent_workers_see_epoch_and_max_skip_updates():
+    ds = ClipDataset(COLL, ClipSamplerConfig(num_frames=4, max_skip=8, num_refs=0, size=(16, 16)), clips_per_video=2)
+    loader = DataLoader(ds, batch_size=6, num_workers=1, persistent_workers=True)
+    first = next(iter(loader))["frame_indices"]
+    ds.max_skip = 1
+    ds.set_epoch(3)
+    second = next(iter(loader))["frame_indices"]
+    assert (second.diff(dim=1) == 1).all() and not torch.equal(first, second)
+    assert torch.equal(second, torch.stack([ds[i]["frame_indices"] for i in range(6)]))
