@@ -14,7 +14,9 @@ Per frame:
 5. Stage 2 (foreground queries): superpixels whose stage-1 saliency is >= its mean are the queries;
    the normalised ranking is the saliency.
 Several SLIC scales can be averaged (``n_segments``); on davis2016-train-240p (every 10th frame) one
-scale of 250 scores as well as (150, 250, 350) at a third of the cost, so that is the default.
+scale of 250 scores as well as (150, 250, 350) at a third of the cost, so that is the default; leaving out
+the most distinct side lowered J (0.223 vs 0.242). The output is remapped so that ``>= 0.5`` is the
+adaptive threshold ``max(2 * mean, 0.3)`` (J 0.24 vs 0.22 for a fixed 0.5 and 0.17 for the mean).
 """
 from __future__ import annotations
 
@@ -85,6 +87,15 @@ def two_stage_ranking(inv: np.ndarray, sides: np.ndarray, colors: np.ndarray, *,
     return _normalise(ranking @ queries)
 
 
+def remap_threshold(saliency: np.ndarray, enabled: bool = True) -> np.ndarray:
+    """Piecewise-linear remap of a [0, 1] map so that the adaptive threshold ``t = max(2 * mean, 0.3)``
+    lands on 0.5 (monotone; 0 and 1 stay put), making ``map >= 0.5`` the adaptive binarisation."""
+    if not enabled:
+        return saliency
+    t = min(max(2.0 * float(saliency.mean()), 0.3), 0.999)
+    return np.where(saliency < t, 0.5 * saliency / t, 0.5 + 0.5 * (saliency - t) / (1.0 - t))
+
+
 @dataclass
 class ManifoldRankingSaliency(FramePseudoLabeler):
     """Per-frame appearance saliency ``frame (H, W, 3) uint8 -> (H, W) float32 in [0, 1]``."""
@@ -94,6 +105,7 @@ class ManifoldRankingSaliency(FramePseudoLabeler):
     sigma2: float = 0.1
     alpha: float = 0.99
     drop_distinct_side: bool = False
+    adaptive_threshold: bool = True
     max_side: int = 0
     name: str = field(default="mr", init=False)
 
@@ -118,7 +130,7 @@ class ManifoldRankingSaliency(FramePseudoLabeler):
         for labels, inv, sides, colors in self._graphs(frame):
             nodes = two_stage_ranking(inv, sides, colors, drop_distinct_side=self.drop_distinct_side)
             total += nodes[labels].astype(np.float32)
-        return _normalise(total / len(self.n_segments)).astype(np.float32)
+        return remap_threshold(_normalise(total / len(self.n_segments)), self.adaptive_threshold).astype(np.float32)
 
     def rank_from_prior(self, frame: np.ndarray, prior: np.ndarray, threshold: float = 0.5) -> np.ndarray:
         """Manifold ranking with foreground queries taken from a prior map (e.g. motion saliency).
@@ -141,4 +153,5 @@ class ManifoldRankingSaliency(FramePseudoLabeler):
     def config(self) -> Dict[str, object]:
         return {"type": self.name, "n_segments": list(self.n_segments), "compactness": self.compactness,
                 "sigma2": self.sigma2, "alpha": self.alpha, "drop_distinct_side": self.drop_distinct_side,
+                "adaptive_threshold": self.adaptive_threshold,
                 "max_side": self.max_side}
