@@ -8,7 +8,8 @@ Keys ``k = conv1x1_key(phi)`` (C_k channels) are shared by query and memory; val
 (temperature sqrt(C_k) as in scaled dot-product attention / STM; the released MuG code applies softmax
 twice, which flattens the attention to near-uniform). The read-out is concatenated with the query
 features, fused by a 1x1 conv + ReLU back to C channels and decoded by the shared mask head rho; the
-objective is BCE against the query frame's pseudo-mask (masked by ``mask_valid``).
+objective is BCE against the query frame's pseudo-mask (masked by ``mask_valid``). Every reference is a
+memory frame: ``ref_valid`` says whether a reference has a pseudo-mask, which this read does not use.
 """
 from __future__ import annotations
 

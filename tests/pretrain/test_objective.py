@@ -113,3 +113,17 @@ def test_pretrainer_wraps_model_and_objective_in_one_forward(batch):
     assert all(name.startswith(("model.backbone.layer4", "model.backbone.fc")) for name in frozen)
     missing = [name for name, p in wrapper.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []  # every trainable parameter is used by the full objective (DDP-safe)
+
+
+
+def test_full_step_at_the_benchmark_setting():
+    """B=2, T=3 frames of 128 px, R=2 references of 64 px, default model (ResNet-18 OS8, phi = layer3)."""
+    torch.manual_seed(0)
+    model = MuGModel()
+    batch = tiny_batch(b=2, t=3, r=2, size=128, ref_size=64)
+    assert model.encode(batch["frames"]).shape == (2, 3, 256, 16, 16)
+    assert model.encode(batch["refs"]).shape == (2, 2, 256, 8, 8)
+    out = MuGPretrainer(model)(batch)
+    assert all(torch.isfinite(v) for v in out.values())
+    out["loss"].backward()
+    assert backbone_grad_ok(model)
