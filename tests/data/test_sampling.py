@@ -132,3 +132,19 @@ def test_persistent_workers_see_epoch_and_max_skip_updates():
     second = next(iter(loader))["frame_indices"]
     assert (second.diff(dim=1) == 1).all() and not torch.equal(first, second)
     assert torch.equal(second, torch.stack([ds[i]["frame_indices"] for i in range(6)]))
+
+
+def test_real_davis_clip_foreground_matches_the_annotation():
+    from tests.conftest import shared_path
+    from selfvos.data.sources import open_source
+
+    coll = open_source(str(shared_path("davis2016-train-240p"))).select(["bear", "blackswan"])
+    ds = ClipDataset(coll, ClipSamplerConfig(num_frames=3, max_skip=5, num_refs=2, size=(120, 214), seed=1))
+    for index in range(len(ds)):
+        item = ds[index]
+        video = coll[int(item["video_index"])]
+        assert item["mask_valid"].all() and item["ref_valid"].all()
+        for k, i in enumerate(item["frame_indices"].tolist()):
+            gt = cv2.resize((video.mask(i) > 0).astype(np.float32), (214, 120), interpolation=cv2.INTER_NEAREST)
+            assert torch.equal(item["pseudo_masks"][k, 0], torch.from_numpy(gt))
+            assert 0.01 < float(item["pseudo_masks"][k].mean()) < 0.6  # an object, not an empty or full mask
