@@ -138,7 +138,7 @@ def test_real_davis_clip_foreground_matches_the_annotation():
     from tests.conftest import shared_path
     from selfvos.data.sources import open_source
 
-    coll = open_source(str(shared_path("davis2016-train-240p"))).select(["bear", "blackswan"])
+    coll = open_source(str(shared_path("davis2016-train-240p"))).select(["bear", "boat"])
     ds = ClipDataset(coll, ClipSamplerConfig(num_frames=3, max_skip=5, num_refs=2, size=(120, 214), seed=1))
     for index in range(len(ds)):
         item = ds[index]
