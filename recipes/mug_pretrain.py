@@ -1,0 +1,26 @@
+"""MuG multi-granularity self-supervised pretraining.
+
+    accelerate launch recipes/mug_pretrain.py                                   # built-in synthetic videos, ~5 min on 2 CPU cores
+    accelerate launch recipes/mug_pretrain.py --config recipes/configs/mug_davis16_cpu.yaml
+    accelerate launch recipes/mug_pretrain.py --data video:my_videos/ --train.max_steps 2000
+    ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 recipes/mug_pretrain.py   # 2-process DDP on CPU
+
+Same as ``selfvos pretrain``. Writes ``<train.output_dir>/model`` (load it with ``selfvos.from_pretrained``),
+resumable checkpoints, the pseudo-label rounds and an MLflow run (``sqlite:///<output_dir>/mlflow.db``).
+"""
+import argparse
+import sys
+
+from selfvos.cli.pretrain import add_arguments, run
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    args, overrides = parser.parse_known_args(argv)
+    args.overrides = overrides
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
