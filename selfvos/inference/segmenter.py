@@ -1,0 +1,128 @@
+"""``Segmenter``: one entry point for zero-shot and one-shot VOS with a pretrained model.
+
+The model holds weights only; every per-video state (reference caches, memories, previous masks) lives in
+the segmenter's task core (:class:`~selfvos.inference.zero_shot.ZeroShotSegmenter` or the label-propagation
+``OneShotPropagator``), so one model can serve several segmenters::
+
+    seg = Segmenter(model)                          # task="auto"
+    probs = seg.step(frame0, mask=first_mask)       # a mask at the first step -> one-shot, (K+1, H, W)
+    probs = seg.step(frame1)                        # ...
+    seg.reset()
+    for ids in seg.segment_video(video):            # no mask -> zero-shot; (H, W) uint8 object ids
+        ...
+
+``max_side`` shrinks frames (area) and the first mask (nearest) so the task core works at that size;
+probabilities come back bilinearly upsampled to the input frame size.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Iterator, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from selfvos.data.image_io import shrink_frame, shrink_mask
+from selfvos.data.video import LazyVideo
+from selfvos.inference.zero_shot import ZeroShotConfig, ZeroShotSegmenter
+
+TASKS = ("auto", "zero-shot", "one-shot")
+
+
+def _one_shot_propagator(model: Any, cfg: Any) -> Any:
+    from selfvos.inference.one_shot import OneShotConfig, OneShotPropagator
+
+    return OneShotPropagator(model, cfg if cfg is not None else OneShotConfig())
+
+
+class Segmenter:
+    """Segment a video frame by frame; the task is fixed at the first :meth:`step` after :meth:`reset`.
+
+    Args:
+        model: a pretrained :class:`~selfvos.pretrain.MuGModel` (shared, never modified except ``eval()``).
+        task: ``"auto"`` (one-shot when the first step has a mask, zero-shot otherwise), ``"zero-shot"``
+            (a mask is an error) or ``"one-shot"`` (the first step must have a mask).
+        zero_shot: zero-shot settings (mode, references, clean-up); ``max_side`` overrides its input size.
+        one_shot: ``OneShotConfig`` for label propagation (default settings when None).
+        max_side: longer side the task core works at (None = as given).
+    """
+
+    def __init__(self, model: Any, task: str = "auto", *, zero_shot: Optional[ZeroShotConfig] = None,
+                 one_shot: Any = None, max_side: Optional[int] = None) -> None:
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        self.model, self.task, self.max_side = model, task, max_side
+        self.zero_shot_config = dataclasses.replace(zero_shot or ZeroShotConfig())
+        if max_side is not None:
+            self.zero_shot_config.input_max_side = max_side
+        self.one_shot_config = one_shot
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the current video; the next :meth:`step` picks the task again."""
+        self._core: Any = None
+        self.active_task: Optional[str] = None
+
+    @property
+    def object_ids(self) -> List[int]:
+        """Object id of each probability channel after the background (channel 0)."""
+        if self.active_task == "one-shot":
+            return [int(i) for i in self._core.object_ids]
+        return [1] if self.active_task == "zero-shot" else []
+
+    def _start(self, has_mask: bool) -> None:
+        if has_mask and self.task == "zero-shot":
+            raise ValueError("zero-shot segmentation takes no mask; use task='one-shot' or 'auto'")
+        if not has_mask and self.task == "one-shot":
+            raise ValueError("one-shot segmentation needs the first frame's mask at the first step")
+        if has_mask:
+            self._core, self.active_task = _one_shot_propagator(self.model, self.one_shot_config), "one-shot"
+        else:
+            self._core, self.active_task = ZeroShotSegmenter(self.model, self.zero_shot_config), "zero-shot"
+
+    def step(self, frame: np.ndarray, mask: Optional[np.ndarray] = None) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB [+ (H, W) uint8 ids] -> (K+1, H, W) float32 probabilities (channel 0 = background)."""
+        frame = np.asarray(frame)
+        if self._core is None:
+            self._start(mask is not None)
+        if self.active_task == "zero-shot":
+            if mask is not None:
+                raise ValueError("a zero-shot run takes no masks; reset() and start with the mask for one-shot")
+            return self._core.step(frame)
+        size = frame.shape[:2]
+        small = shrink_frame(frame, self.max_side)
+        if mask is not None:
+            mask = np.asarray(mask, dtype=np.uint8)
+            if mask.shape != size:
+                raise ValueError(f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but the frame is {size[1]}x{size[0]}")
+            mask = shrink_mask(mask, self.max_side)
+        probabilities = torch.as_tensor(self._core.step(small, mask) if mask is not None else self._core.step(small))
+        probabilities = probabilities.float().cpu()
+        if tuple(probabilities.shape[-2:]) != size:
+            probabilities = F.interpolate(probabilities[None], size=size, mode="bilinear", align_corners=False)[0]
+        return probabilities
+
+    def to_ids(self, probabilities: torch.Tensor) -> np.ndarray:
+        """(K+1, H, W) probabilities -> (H, W) uint8 object ids (zero-shot: threshold + component clean-up)."""
+        if self.active_task == "zero-shot":
+            return self._core.to_mask(probabilities)
+        lookup = np.array([0] + self.object_ids, dtype=np.uint8)
+        return lookup[probabilities.argmax(dim=0).numpy()]
+
+    def segment_video(self, video: LazyVideo, first_mask: Optional[np.ndarray] = None,
+                      progress: bool = True) -> Iterator[np.ndarray]:
+        """(H, W) uint8 ids for every frame of ``video`` in order; one-shot iff ``first_mask`` is given.
+
+        Only ``video.frame(t)`` is read: ground-truth masks of the video are never looked at.
+        Zero-shot runs in the configured mode (``offline`` sees the whole video first).
+        """
+        from tqdm.auto import tqdm
+
+        self.reset()
+        self._start(first_mask is not None)
+        if self.active_task == "zero-shot":
+            yield from self._core.segment_video(video, progress=progress)
+            return
+        for t in tqdm(range(len(video)), desc=f"one-shot {video.name}", unit="frame", disable=not progress):
+            yield self.to_ids(self.step(video.frame(t), first_mask if t == 0 else None))

@@ -1,0 +1,215 @@
+"""Zero-shot VOS with a pretrained :class:`~selfvos.pretrain.MuGModel`: frame head + COSNet-style co-attention.
+
+Per frame t (features at 1/stride of the encode size, ``Q`` query cells, ``R`` cells per reference):
+
+1. encode ONCE at ``input_max_side`` and cache ``x_t = embed(phi)`` (D, h, w) and ``p_t = sigmoid(rho(phi))``;
+2. for each of N reference frames r of the same video, the raw co-attention logits
+   ``A = x_t^T W x_r`` (``MuGModel.coattention``, (Q, R)) get ONE softmax over the reference positions
+   (COSNet's ``S^c``, no extra temperature: the learned W is the temperature) and carry the reference
+   foreground to the query: ``c_r = softmax_R(A) p_r`` (Q,). Because rho is a linear 1x1 conv this is the
+   COSNet attention summary ``Z = V_r S^c`` read by the frame head (``carry="logit"`` carries the logits,
+   i.e. exactly ``sigmoid(rho(Z))``; ``"probability"`` carries probabilities);
+3. ``s_t = (1 - lambda) p_t + lambda mean_r c_r`` with ``lambda = reference_weight``: the untrained COSNet
+   gate/fusion head is replaced by this constant gate until a fusion head is trained;
+4. temporal consistency: EMA ``q_t = (1 - m) s_t + m q_{t-1}`` (``temporal_momentum`` m, 0 = off);
+5. bilinear upsampling to the frame, threshold, keep the ``max_components`` largest connected components.
+
+Modes: ``online`` (causal; the references are the last ``num_references`` cached frames, one taken every
+``reference_stride`` frames, a bounded deque) and ``offline`` (``num_references`` frames evenly spaced over
+the whole video; a query never uses itself). COSNet's reference code re-encodes the query for every
+reference (40 s/frame on CPU); here each frame is encoded once and its embedding/probability cached.
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Deque, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from selfvos.data.image_io import shrink_frame
+from selfvos.data.video import LazyVideo
+
+if TYPE_CHECKING:
+    from selfvos.pretrain.model import MuGModel
+
+MODES = ("online", "offline")
+CARRY = ("probability", "logit")
+
+
+@dataclass
+class ZeroShotConfig:
+    """Zero-shot inference settings (see the module docstring for the formula).
+
+    input_max_side: frames are shrunk (area) so the longer side is at most this before encoding; outputs
+        are upsampled back to the frame size. 432 keeps 854x480 at >= 4 frames/s on 2 CPU cores with the
+        default ResNet-18/layer3 model; None encodes at full size.
+    """
+
+    mode: str = "online"
+    num_references: int = 5
+    reference_stride: int = 5
+    reference_weight: float = 0.5
+    carry: str = "probability"
+    temporal_momentum: float = 0.5
+    threshold: float = 0.5
+    max_components: int = 2
+    min_component_ratio: float = 0.1
+    input_max_side: Optional[int] = 432
+
+    def validate(self) -> "ZeroShotConfig":
+        if self.mode not in MODES:
+            raise ValueError(f"zero-shot mode must be one of {MODES}, got {self.mode!r}")
+        if self.carry not in CARRY:
+            raise ValueError(f"zero-shot carry must be one of {CARRY}, got {self.carry!r}")
+        if self.num_references < 0 or self.reference_stride < 1:
+            raise ValueError("num_references must be >= 0 and reference_stride >= 1")
+        for name in ("reference_weight", "temporal_momentum", "threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        return self
+
+
+class EncodedFrame(NamedTuple):
+    """What the cache keeps of one frame: embedding (D, h, w), frame-head logit and probability (h, w)."""
+
+    embedding: torch.Tensor
+    logit: torch.Tensor
+    probability: torch.Tensor
+    size: Tuple[int, int]  # (H, W) of the original frame
+
+
+def carry_reference_foreground(model: "MuGModel", query: torch.Tensor, references: torch.Tensor,
+                               reference_scores: torch.Tensor, max_elements: int = 1 << 24) -> torch.Tensor:
+    """Attention-weighted reference scores, averaged over references.
+
+    query (D, h, w), references (N, D, h', w'), reference_scores (N, h', w') -> (h, w):
+    ``mean_n softmax_over_cells_of_n(x_q^T W x_n) @ scores_n``. All references go through one
+    ``MuGModel.coattention`` call per chunk of query rows; chunks keep the (rows, N, R) logits under
+    ``max_elements`` floats.
+    """
+    n, d = references.shape[:2]
+    cells = references.shape[-2] * references.shape[-1]
+    keys = references.permute(1, 0, 2, 3).reshape(1, d, n * cells, 1)  # every reference cell as one column
+    scores = reference_scores.reshape(n, cells)
+    rows = query.reshape(d, -1, 1)
+    out = []
+    for chunk in torch.split(torch.arange(rows.shape[1], device=query.device), max(1, max_elements // (n * cells))):
+        logits = model.coattention(rows[None, :, chunk], keys)[0].reshape(len(chunk), n, cells)  # raw A
+        attention = torch.softmax(logits, dim=-1)  # over each reference's cells (S^c)
+        out.append(torch.einsum("qnr,nr->q", attention, scores) / n)
+    return torch.cat(out).reshape(query.shape[-2:])
+
+
+def offline_reference_indices(num_frames: int, num_references: int) -> List[int]:
+    """``num_references`` frame indices evenly spaced over ``[0, num_frames - 1]`` (unique, sorted)."""
+    if num_frames <= 0 or num_references <= 0:
+        return []
+    return sorted({int(round(x)) for x in np.linspace(0, num_frames - 1, min(num_references, num_frames))})
+
+
+def keep_largest_components(mask: np.ndarray, max_components: int, min_ratio: float = 0.0) -> np.ndarray:
+    """(H, W) bool/uint8 -> uint8 {0, 1} keeping the ``max_components`` largest 8-connected components
+    whose area is at least ``min_ratio`` x the largest one (``max_components <= 0`` keeps all)."""
+    binary = (np.asarray(mask) > 0).astype(np.uint8)
+    if max_components <= 0 or not binary.any():
+        return binary
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    order = np.argsort(-areas, kind="stable")[:max_components]
+    keep = [i + 1 for i in order if areas[i] >= min_ratio * areas[order[0]]]
+    return np.isin(labels, keep).astype(np.uint8)
+
+
+class ZeroShotSegmenter:
+    """Frame head + co-attention zero-shot segmentation; holds the per-video state, never weights.
+
+    >>> seg = ZeroShotSegmenter(model, ZeroShotConfig(mode="online"))
+    >>> probs = seg.step(frame)                      # (2, H, W): background, foreground
+    >>> masks = list(seg.segment_video(video))       # (H, W) uint8 {0, 1} per frame (either mode)
+
+    The model is switched to eval mode (batch-norm statistics are never updated at inference).
+    """
+
+    def __init__(self, model: "MuGModel", cfg: Optional[ZeroShotConfig] = None) -> None:
+        self.model = model.eval()
+        self.cfg = (cfg or ZeroShotConfig()).validate()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the video: empty the reference cache and the temporal state."""
+        self._cache: Deque[EncodedFrame] = deque(maxlen=max(self.cfg.num_references, 1))
+        self._previous: Optional[torch.Tensor] = None
+        self._index = 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @torch.no_grad()
+    def encode(self, frame: np.ndarray) -> EncodedFrame:
+        """(H, W, 3) uint8 RGB -> :class:`EncodedFrame` (one backbone call at ``input_max_side``)."""
+        small = shrink_frame(np.asarray(frame), self.cfg.input_max_side)
+        image = torch.from_numpy(np.ascontiguousarray(small)).to(self.device).permute(2, 0, 1)[None].float() / 255
+        features = self.model.encode(image)  # (1, C, h, w)
+        logit = self.model.frame_logits(features)[0, 0].float()
+        embedding = self.model.embed(features)[0]
+        return EncodedFrame(embedding, logit, torch.sigmoid(logit), tuple(frame.shape[:2]))
+
+    @torch.no_grad()
+    def score(self, query: EncodedFrame, references: Sequence[EncodedFrame]) -> torch.Tensor:
+        """Fused foreground probability before temporal smoothing, (h, w) at feature resolution."""
+        if not references or self.cfg.reference_weight == 0:
+            return query.probability
+        embeddings = torch.stack([r.embedding for r in references])
+        use_logit = self.cfg.carry == "logit"
+        scores = torch.stack([r.logit if use_logit else r.probability for r in references])
+        carried = carry_reference_foreground(self.model, query.embedding, embeddings, scores)
+        carried = torch.sigmoid(carried) if use_logit else carried
+        weight = self.cfg.reference_weight
+        return (1 - weight) * query.probability + weight * carried
+
+    def _smooth_and_upsample(self, probability: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+        """EMA with the previous frame, then (h, w) -> (2, H, W) background/foreground probabilities."""
+        m = self.cfg.temporal_momentum
+        if self._previous is not None and m > 0 and self._previous.shape == probability.shape:
+            probability = (1 - m) * probability + m * self._previous
+        self._previous = probability
+        fg = F.interpolate(probability[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+        fg = fg.clamp(0, 1).cpu()
+        return torch.stack([1 - fg, fg])
+
+    def step(self, frame: np.ndarray) -> torch.Tensor:
+        """Online (causal) step: (H, W, 3) uint8 -> (2, H, W) float32 probabilities (background, foreground)."""
+        encoded = self.encode(frame)
+        probabilities = self._smooth_and_upsample(self.score(encoded, list(self._cache)), encoded.size)
+        if self.cfg.num_references and self._index % self.cfg.reference_stride == 0:
+            self._cache.append(encoded)
+        self._index += 1
+        return probabilities
+
+    def to_mask(self, probabilities: torch.Tensor) -> np.ndarray:
+        """(2, H, W) probabilities -> (H, W) uint8 {0, 1}: threshold + largest-components clean-up."""
+        foreground = probabilities[1].numpy() > self.cfg.threshold
+        return keep_largest_components(foreground, self.cfg.max_components, self.cfg.min_component_ratio)
+
+    def segment_video(self, video: LazyVideo, progress: bool = False) -> Iterator[np.ndarray]:
+        """(H, W) uint8 {0, 1} mask per frame, in order, in the configured mode (state is reset first)."""
+        from tqdm.auto import tqdm
+
+        self.reset()
+        frames = tqdm(range(len(video)), desc=f"zero-shot {video.name}", unit="frame", disable=not progress)
+        if self.cfg.mode == "online":
+            for t in frames:
+                yield self.to_mask(self.step(video.frame(t)))
+            return
+        cache: Dict[int, EncodedFrame] = {
+            i: self.encode(video.frame(i)) for i in offline_reference_indices(len(video), self.cfg.num_references)
+        }
+        for t in frames:
+            encoded = cache[t] if t in cache else self.encode(video.frame(t))
+            references = [e for i, e in cache.items() if i != t]
+            yield self.to_mask(self._smooth_and_upsample(self.score(encoded, references), encoded.size))

@@ -1,0 +1,147 @@
+"""Zero-shot VOS: the co-attention carry against its formula, the fusion/EMA/clean-up rules, online and
+offline runs on a synthetic video (one PNG per frame, every frame encoded once, causality, bounded cache)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from selfvos.backbones import BackboneConfig
+from selfvos.data.video import InMemoryVideo
+from selfvos.inference.io import write_masks
+from selfvos.inference.zero_shot import (
+    ZeroShotConfig,
+    ZeroShotSegmenter,
+    carry_reference_foreground,
+    keep_largest_components,
+    offline_reference_indices,
+)
+from selfvos.pretrain import MuGConfig, MuGModel
+from selfvos.registry import SOURCES
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="module")
+def model() -> MuGModel:
+    torch.manual_seed(0)
+    cfg = MuGConfig(backbone=BackboneConfig(return_layers=("layer2",)), embed_dim=32)
+    return MuGModel(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def video():
+    sample = SOURCES.create("synthetic", num_videos=1, num_frames=12, size=(72, 96), seed=3)[0].load()
+    return InMemoryVideo(sample)
+
+
+def count_encodes(model: MuGModel, monkeypatch) -> list:
+    calls: list = []
+    original = model.encode
+    monkeypatch.setattr(model, "encode", lambda images: calls.append(tuple(images.shape)) or original(images))
+    return calls
+
+
+def test_carry_matches_formula(model):
+    g = torch.Generator().manual_seed(1)
+    query = torch.nn.functional.normalize(torch.randn(32, 3, 4, generator=g), dim=0)
+    refs = torch.nn.functional.normalize(torch.randn(2, 32, 5, 2, generator=g), dim=1)
+    scores = torch.rand(2, 5, 2, generator=g)
+    expected = torch.zeros(12)
+    for n in range(2):
+        a = query.reshape(32, -1).T @ model.coattention_weight @ refs[n].reshape(32, -1)  # raw A, (12, 10)
+        expected += torch.softmax(a, dim=1) @ scores[n].reshape(-1) / 2
+    with torch.no_grad():
+        got = carry_reference_foreground(model, query, refs, scores)
+        chunked = carry_reference_foreground(model, query, refs, scores, max_elements=25)  # 1 query row per chunk
+    assert got.shape == (3, 4)
+    torch.testing.assert_close(got.reshape(-1), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(chunked, got)
+
+
+def test_carry_follows_the_matching_cell():
+    """With one-hot embeddings and a sharp W, each query cell reads the score of its own match."""
+    class Sharp(torch.nn.Module):
+        coattention_weight = torch.eye(4) * 50.0
+        coattention = MuGModel.coattention
+
+    eye = torch.eye(4)
+    query = eye[:, [2, 0, 3, 1]].reshape(4, 2, 2)  # query cell q matches reference cell perm[q]
+    ref = eye.reshape(4, 2, 2)[None]
+    scores = torch.tensor([[0.1, 0.2, 0.7, 0.9]]).reshape(1, 2, 2)
+    got = carry_reference_foreground(Sharp(), query, ref, scores).reshape(-1)
+    torch.testing.assert_close(got, torch.tensor([0.7, 0.1, 0.9, 0.2]), atol=1e-6, rtol=0)
+
+
+def test_fusion_weight_and_temporal_ema(model, video):
+    m, lam = 0.3, 0.4
+    seg = ZeroShotSegmenter(model, ZeroShotConfig(reference_weight=lam, temporal_momentum=m, reference_stride=1))
+    e0, e1 = seg.encode(video.frame(0)), seg.encode(video.frame(1))
+    with torch.no_grad():
+        carried = carry_reference_foreground(model, e1.embedding, e0.embedding[None], e0.probability[None])
+    torch.testing.assert_close(seg.score(e1, [e0]), (1 - lam) * e1.probability + lam * carried)
+    assert torch.equal(seg.score(e1, []), e1.probability)  # no references: frame head alone
+
+    p0 = seg.step(video.frame(0))
+    p1 = seg.step(video.frame(1))
+    assert p0.shape == (2, 72, 96) and torch.allclose(p0.sum(0), torch.ones(72, 96))
+    expected = (1 - m) * seg.score(e1, [e0]) + m * e0.probability  # frame 0 had no reference
+    up = torch.nn.functional.interpolate(expected[None, None], size=(72, 96), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(p1[1], up[0, 0].clamp(0, 1), atol=1e-5, rtol=0)
+
+
+def test_keep_largest_components():
+    mask = np.zeros((20, 30), np.uint8)
+    mask[1:11, 1:6] = 1  # 50 px
+    mask[14:18, 10:15] = 1  # 20 px
+    mask[2:4, 20:22] = 1  # 4 px
+    kept = keep_largest_components(mask, max_components=2)
+    assert kept.sum() == 70 and kept[2:4, 20:22].sum() == 0
+    assert keep_largest_components(mask, max_components=2, min_ratio=0.5).sum() == 50
+    assert keep_largest_components(mask, max_components=0).sum() == 74
+    assert keep_largest_components(np.zeros((4, 4)), 1).sum() == 0
+
+
+def test_offline_reference_indices():
+    assert offline_reference_indices(117, 5) == [0, 29, 58, 87, 116]
+    assert offline_reference_indices(3, 5) == [0, 1, 2]
+    assert offline_reference_indices(10, 0) == []
+
+
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_segment_video_writes_one_png_per_frame_and_encodes_each_frame_once(model, video, mode, tmp_path, monkeypatch):
+    calls = count_encodes(model, monkeypatch)
+    seg = ZeroShotSegmenter(model, ZeroShotConfig(mode=mode, num_references=3, reference_stride=2, input_max_side=64))
+    paths = write_masks(tmp_path, video.frame_names, seg.segment_video(video))
+    assert len(calls) == len(video) == 12
+    assert all(shape == (1, 3, 48, 64) for shape in calls)  # encoded at input_max_side, once per frame
+    assert [p.name for p in paths] == [f"{n}.png" for n in video.frame_names]
+    for path in paths:
+        ids = np.array(Image.open(path))
+        assert ids.shape == (72, 96) and set(np.unique(ids)) <= {0, 1}
+    if mode == "online":
+        assert len(seg._cache) == 3  # bounded: the last 3 of the frames 0, 2, 4, ... 10
+
+
+def test_online_is_causal_and_offline_never_uses_the_query(model, video, monkeypatch):
+    cfg = ZeroShotConfig(mode="online", num_references=2, reference_stride=1, threshold=0.45)
+    full = list(ZeroShotSegmenter(model, cfg).segment_video(video))
+    head = InMemoryVideo(video.load(range(6)))
+    assert all(np.array_equal(a, b) for a, b in zip(full[:6], ZeroShotSegmenter(model, cfg).segment_video(head)))
+
+    seg = ZeroShotSegmenter(model, dataclasses.replace(cfg, mode="offline", num_references=4))
+    seen = []
+    original = seg.score
+    monkeypatch.setattr(seg, "score", lambda q, refs: seen.append((q, list(refs))) or original(q, refs))
+    list(seg.segment_video(video))
+    assert [len(refs) for _, refs in seen] == [3 if t in (0, 4, 7, 11) else 4 for t in range(12)]
+    assert all(all(r is not q for r in refs) for q, refs in seen)
+
+
+def test_config_validation(model):
+    for bad in (dict(mode="batch"), dict(carry="mean"), dict(reference_weight=1.5), dict(reference_stride=0)):
+        with pytest.raises(ValueError):
+            ZeroShotSegmenter(model, ZeroShotConfig(**bad))
