@@ -23,6 +23,7 @@ import tempfile
 import types
 import typing
 import uuid
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, ClassVar, Dict, Optional, Type, TypeVar, Union
 
@@ -35,6 +36,13 @@ from selfvos.hub.weights import WEIGHTS_NAME, load_weights, save_weights
 
 M = TypeVar("M", bound="SelfvosModelMixin")
 _ARCHITECTURES: Dict[str, type] = {}
+_BUILDING_FROM_CHECKPOINT: ContextVar[bool] = ContextVar("selfvos_building_from_checkpoint", default=False)
+
+
+def building_from_checkpoint() -> bool:
+    """True while a strict ``from_pretrained`` constructs a model: the checkpoint will overwrite every
+    weight, so constructors skip loading initial weights (e.g. ``BackboneConfig.pretrained``)."""
+    return _BUILDING_FROM_CHECKPOINT.get()
 
 
 def config_class_of(cls: type) -> type:
@@ -162,7 +170,11 @@ class SelfvosModelMixin:
         except (KeyError, TypeError, ValueError) as err:
             problem = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
             raise SelfvosInputError(config_path, f"config does not fit {model_class.__name__}: {problem}") from None
-        model = model_class(config)
+        building = _BUILDING_FROM_CHECKPOINT.set(strict)
+        try:
+            model = model_class(config)
+        finally:
+            _BUILDING_FROM_CHECKPOINT.reset(building)
         load_weights(model, resolve_file(path_or_repo_id, WEIGHTS_NAME, **where), strict=strict)
         model.to(map_location)
         model.eval()

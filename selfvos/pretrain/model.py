@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfvos.backbones import BackboneConfig, backbone_from_config
+from selfvos.hub.mixin import SelfvosModelMixin, register_architecture
 from selfvos.pretrain.matching import TransformRegressor
 from selfvos.pretrain.memory import MemoryReader
 
@@ -52,8 +53,14 @@ class MuGConfig:
     regressor_channels: int = 128
 
 
-class MuGModel(nn.Module):
-    """phi + rho + matching projection/W + transform regressor + memory reader."""
+@register_architecture
+class MuGModel(SelfvosModelMixin, nn.Module):
+    """phi + rho + matching projection/W + transform regressor + memory reader.
+
+    ``save_pretrained(dir)`` / ``selfvos.from_pretrained(dir_or_repo_id)`` under architecture ``"mug"``.
+    """
+
+    architecture = "mug"
 
     def __init__(self, config: MuGConfig | None = None) -> None:
         super().__init__()
