@@ -1,4 +1,4 @@
-"""Model cards: ``hub/model_card.md`` filled from a checkpoint and (optionally) a benchmark JSON.
+"""Model cards: ``selfvos/hub/templates/model_card.md`` filled from a checkpoint and (optionally) a benchmark JSON.
 
 The benchmark JSON is one result or a list of them (or ``{"results": [...]}``)::
 
@@ -24,7 +24,9 @@ from selfvos.hub.files import CONFIG_NAME, read_config
 from selfvos.hub.papers import BIBTEX, describe
 from selfvos.hub.weights import WEIGHTS_NAME
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "hub" / "model_card.md"
+# Package data, so an installed (non-editable) selfvos finds it; ``hub/model_card.md`` is the same file
+# kept next to the publishing docs (tests/hub/test_hub_card.py checks that the two agree).
+TEMPLATE_PATH = Path(__file__).resolve().parent / "templates" / "model_card.md"
 TRAINING_NAME = "training.json"
 LICENSE = "apache-2.0"
 
