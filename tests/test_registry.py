@@ -25,3 +25,17 @@ def test_list_prints_each_registry(kind, capsys):
     assert main(["list", kind]) == 0
     printed = capsys.readouterr().out.split()
     assert printed == REGISTRIES[kind].names()
+
+
+def test_list_architectures_prints_what_from_pretrained_loads(capsys):
+    from selfvos.hub import architectures
+
+    assert main(["list", "architectures"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed == list(architectures()) and {"mug", "resnet"} <= set(printed)
+
+
+def test_list_without_argument_shows_every_list(capsys):
+    assert main(["list"]) == 0
+    headers = [line for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
+    assert headers == ["architectures:"] + [f"{kind}:" for kind in REGISTRIES]

@@ -1,21 +1,38 @@
-"""``selfvos list [backbones|heads|objectives|sources|pseudo-labelers]``: print registry contents."""
+"""``selfvos list [architectures|backbones|heads|objectives|sources|pseudo-labelers]``: what is registered.
+
+``architectures`` are the model classes ``selfvos.from_pretrained`` can load (``selfvos.hub.architectures()``);
+the others are the name -> constructor registries of ``selfvos.registry``.
+"""
 from __future__ import annotations
 
 import argparse
+from typing import List
 
 from selfvos.registry import REGISTRIES
 
+ARCHITECTURES = "architectures"
+
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="list registered backbones, heads, objectives, data sources, pseudo-labelers")
-    p.add_argument("what", nargs="?", choices=sorted(REGISTRIES), help="one registry (default: all)")
+    p = sub.add_parser(name, help="list loadable architectures, backbones, heads, objectives, data sources, "
+                                  "pseudo-labelers")
+    p.add_argument("what", nargs="?", choices=sorted([ARCHITECTURES, *REGISTRIES]), help="one list (default: all)")
     p.set_defaults(func=run)
 
 
+def names_of(kind: str) -> List[str]:
+    """Sorted names of one list: an architecture or a registry kind."""
+    if kind == ARCHITECTURES:
+        from selfvos.hub.mixin import architectures  # imports torch: only when asked
+
+        return list(architectures())
+    return REGISTRIES[kind].names()
+
+
 def run(args: argparse.Namespace) -> int:
-    kinds = [args.what] if args.what else list(REGISTRIES)
+    kinds = [args.what] if args.what else [ARCHITECTURES, *REGISTRIES]
     for kind in kinds:
-        names = REGISTRIES[kind].names()
+        names = names_of(kind)
         if len(kinds) > 1:
             print(f"{kind}:")
             print("\n".join(f"  {n}" for n in names) if names else "  (none)")
