@@ -1,4 +1,5 @@
-"""Small models for the hub tests: nested typed configs, BatchNorm buffers and tied weights."""
+"""Models for the hub tests: small test models (nested typed configs, BatchNorm buffers, tied weights) that
+exercise the mixin itself, and the real default MuG model with non-default weights."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -98,3 +99,30 @@ def checkpoint(tmp_path, segmenter):
 def hub_classes():
     return {"segmenter": TinySegmenter, "tagger": TinyTagger, "config": TinyConfig, "encoder": EncoderConfig,
             "tagger_config": TaggerConfig, "trained_segmenter": trained_segmenter}
+
+
+def trained_mug():
+    """The real default ``MuGModel(MuGConfig())`` with perturbed weights and BatchNorm statistics, in eval mode."""
+    from selfvos.pretrain import MuGConfig, MuGModel
+
+    torch.manual_seed(0)
+    model = MuGModel(MuGConfig())
+    with torch.no_grad():
+        model.coattention_weight.add_(torch.randn_like(model.coattention_weight))
+        model.mask_head.bias.fill_(0.25)
+    model.train()
+    model.encode(torch.rand(2, 3, 48, 48))  # moves backbone BatchNorm running statistics
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def mug_model():
+    """Shared by several tests: never modify it (save it and edit the copy)."""
+    torch.set_num_threads(2)
+    return trained_mug()
+
+
+@pytest.fixture
+def mug_checkpoint(tmp_path, mug_model):
+    """A saved checkpoint directory of ``mug_model``."""
+    return mug_model.save_pretrained(tmp_path / "mug")

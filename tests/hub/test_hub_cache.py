@@ -81,3 +81,13 @@ def test_cached_repo_without_weights_names_the_weights_file(hf_cache, checkpoint
     add_snapshot(hf_cache, "org/noweights", checkpoint, SHA_MAIN)
     with pytest.raises(SelfvosInputError, match=r"org/noweights@main/model\.safetensors"):
         selfvos.from_pretrained("org/noweights")
+
+
+def test_real_mug_model_from_the_offline_cache(hf_cache, mug_checkpoint, mug_model):
+    add_snapshot(hf_cache, "selfvos-test/mug-r18", mug_checkpoint, SHA_MAIN)
+    loaded = selfvos.from_pretrained("selfvos-test/mug-r18")
+    assert type(loaded) is type(mug_model) and loaded.config == mug_model.config
+    frames = torch.rand(1, 2, 3, 48, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.encode(frames), mug_model.encode(frames))
+    assert type(mug_model).from_pretrained("selfvos-test/mug-r18", revision=SHA_MAIN).config == mug_model.config

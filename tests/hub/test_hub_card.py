@@ -111,3 +111,15 @@ def test_architecture_families_pick_descriptions_and_papers():
     assert describe("mug-resnet18")[2] == ["mug", "manifold_ranking"]
     assert describe("something-new")[2] == ["mug"]
     assert all(key in BIBTEX for name in ("cosnet", "munet", "masktrack", "lvo") for key in describe(name)[2])
+
+
+def test_the_card_template_is_package_data_and_equals_the_user_facing_copy():
+    from pathlib import Path
+
+    import selfvos
+    from selfvos.hub.card import TEMPLATE_PATH
+
+    package = Path(selfvos.__file__).resolve().parent
+    assert TEMPLATE_PATH.is_file() and TEMPLATE_PATH.is_relative_to(package)  # found by a non-editable install
+    user_copy = Path(__file__).resolve().parents[2] / "hub" / "model_card.md"  # the repository's copy
+    assert user_copy.read_bytes() == TEMPLATE_PATH.read_bytes(), "hub/model_card.md and the packaged template differ"

@@ -119,3 +119,21 @@ def test_upload_folder_calls_create_repo_branch_and_upload(tmp_path, monkeypatch
     calls.clear()
     publish.upload_folder(tmp_path, "org/x")
     assert [c[0] for c in calls] == ["create_repo", "upload_folder"]  # main needs no branch
+
+
+def test_dry_run_of_a_real_mug_checkpoint(tmp_path, mug_checkpoint, mug_model, capsys):
+    out = tmp_path / "upload"
+    assert main(["push", "--checkpoint", str(mug_checkpoint), "--repo-id", "org/mug-r18", "--dry-run", str(out)]) == 0
+    assert f"wrote the upload folder: {out}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == EXPECTED_FILES
+    assert (out / "model.safetensors").read_bytes() == (mug_checkpoint / "model.safetensors").read_bytes()
+    card = (out / "README.md").read_text()
+    values = sum(t.numel() for t in mug_model.state_dict().values())  # no tied tensors in MuG
+    assert f"({values:,} values: parameters and buffers" in card
+    assert "`mug` is a MuG self-supervised VOS model" in card
+    assert "`selfvos.pretrain.model.MuGModel`" in card and 'MuGModel.from_pretrained("org/mug-r18")' in card
+    assert "@inproceedings{lu2020mug" in card and "@inproceedings{yang2013saliency" in card
+    assert "return_layers:\n  - layer3" in card and "Not measured" in card
+    loaded = selfvos.from_pretrained(out)
+    assert loaded.config == mug_model.config
+    assert torch.equal(loaded.coattention_weight, mug_model.coattention_weight)
