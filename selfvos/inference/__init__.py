@@ -1,0 +1,11 @@
+"""Inference: segmenting videos with a pretrained model, state kept apart from the model."""
+from __future__ import annotations
+
+from selfvos.inference.memory import ContextBank, ContextEntry
+from selfvos.inference.one_shot import FeatureEmbedding, OneShotConfig, OneShotPropagator, lab_pair
+from selfvos.inference.propagation import LocalWindowAffinity, dense_window_topk, propagate_labels
+
+__all__ = [
+    "ContextBank", "ContextEntry", "FeatureEmbedding", "OneShotConfig", "OneShotPropagator", "lab_pair",
+    "LocalWindowAffinity", "dense_window_topk", "propagate_labels",
+]

@@ -1,0 +1,199 @@
+"""One-shot (semi-supervised) VOS by label propagation: the first-frame mask is carried through the video.
+
+>>> propagator = OneShotPropagator(MuGModel(), OneShotConfig())
+>>> for ids in propagator.propagate(frames, first_mask):     # (H, W) uint8 id masks, ids as given
+...     ...
+>>> probs = propagator.step(frame, mask=None)                # (K+1, H, W): background, object_ids...
+
+The state (context bank, object ids) lives here, apart from the model (Cutie's ``InferenceCore.step``).
+Per frame: resize so the short side is ``short_side``, embed (query, key) at the feature grid,
+top-k local-window affinity to the context (first frame + last ``num_previous`` frames, see
+``propagation.py``), soft labels at the feature grid, bilinear upsampling to the frame size, argmax.
+
+Feature sources (``features``):
+* ``model``: ``normalize(model.encode(image))``; affinity = cosine similarity.
+* ``lab``: CIE Lab colour (kornia, D65) of the frame area-resized to a ``1/lab_stride`` grid, times
+  ``lab_scale``. Raw colours have no meaningful dot product, so the affinity is the negative squared
+  distance ``-|x_q - x_k|^2 / 2`` (plus a per-query constant that neither top-k nor softmax sees),
+  computed as a dot product of ``query = [x, 1]`` and ``key = [x, -|x|^2 / 2]``.
+* ``both``: the model embedding concatenated with ``sqrt(lab_weight)`` times the Lab pair at the model
+  grid: affinity = cosine - lab_weight * |dLab * lab_scale|^2 / 2.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Iterator, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from selfvos.data.video import VOID
+from selfvos.inference.memory import ContextBank
+from selfvos.inference.propagation import WINDOWS, LocalWindowAffinity, propagate_labels
+
+FEATURE_SOURCES = ("model", "lab", "both")
+
+
+@dataclass
+class OneShotConfig:
+    """Label-propagation settings (defaults: CRW-style protocol on ResNet-18 layer3 at stride 8, 854x480)."""
+
+    features: str = "model"  # "model" | "lab" | "both"
+    num_previous: int = 10  # context = anchors (first frame) + this many previous frames
+    topk: int = 10
+    temperature: float = 0.07
+    radius: int = 12  # local window radius in feature cells
+    window: str = "square"  # "square" (|dy|, |dx| <= r) | "disk" (dy^2 + dx^2 <= r^2)
+    short_side: Optional[int] = 480  # frames resized so the short side is this before encoding; None = as given
+    lab_stride: int = 8  # grid of the "lab" source: 1/lab_stride of the resized frame
+    lab_scale: float = 0.1  # Lab units -> feature units (a difference of 10 Lab units = 1)
+    lab_weight: float = 1.0  # weight of the Lab term for features="both"
+    max_anchors: int = 3  # annotated frames kept: the first forever + the latest later ones
+    tile: Optional[int] = None  # query tile of the windowed affinity (default max(radius, 4))
+
+    def __post_init__(self) -> None:
+        if self.features not in FEATURE_SOURCES:
+            raise ValueError(f"features must be one of {FEATURE_SOURCES}, got {self.features!r}")
+        if self.window not in WINDOWS:
+            raise ValueError(f"window must be one of {WINDOWS}, got {self.window!r}")
+        if self.temperature <= 0 or self.topk < 1 or self.num_previous < 0 or self.lab_stride < 1:
+            raise ValueError(f"invalid one-shot config: {self}")
+
+    @classmethod
+    def lab_floor(cls) -> "OneShotConfig":
+        """The no-learning floor of BRIEF 7: Lab at 1/4 of 240p, first + 5 previous, top-10, r 6, T 0.05."""
+        return cls(features="lab", num_previous=5, topk=10, temperature=0.05, radius=6, short_side=240, lab_stride=4)
+
+
+def lab_pair(image: torch.Tensor, size: Tuple[int, int], scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Lab (query, key) of an image (1, 3, H, W) in [0, 1] at grid ``size``: ([x, 1], [x, -|x|^2/2]), (4, h, w) each."""
+    from kornia.color import rgb_to_lab
+
+    x = rgb_to_lab(F.interpolate(image, size=size, mode="area").clamp(0, 1))[0] * scale
+    query = torch.cat([x, torch.ones_like(x[:1])])
+    key = torch.cat([x, -0.5 * (x * x).sum(0, keepdim=True)])
+    return query, key
+
+
+class FeatureEmbedding:
+    """image (1, 3, H, W) in [0, 1] -> (query, key), each (C, h, w); see the module docstring."""
+
+    def __init__(self, model: Optional[torch.nn.Module], cfg: OneShotConfig) -> None:
+        if cfg.features != "lab" and model is None:
+            raise ValueError(f"features={cfg.features!r} needs a model with encode(images)")
+        self.model, self.cfg = model, cfg
+        self.device = next(model.parameters()).device if model is not None else torch.device("cpu")
+
+    def __call__(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        cfg = self.cfg
+        image = image.to(self.device)
+        if cfg.features == "lab":
+            size = (math.ceil(image.shape[-2] / cfg.lab_stride), math.ceil(image.shape[-1] / cfg.lab_stride))
+            return lab_pair(image, size, cfg.lab_scale)
+        features = F.normalize(self.model.encode(image)[0].float(), dim=0)
+        if cfg.features == "model":
+            return features, features
+        query, key = lab_pair(image, tuple(features.shape[-2:]), cfg.lab_scale)
+        weight = math.sqrt(cfg.lab_weight)
+        return torch.cat([features, weight * query]), torch.cat([features, weight * key])
+
+
+class OneShotPropagator:
+    """Propagates given masks through a video, frame by frame; object ids are kept exactly.
+
+    ``model``: anything with ``encode(images (B, 3, H, W) in [0, 1]) -> (B, C, h, w)`` (a
+    :class:`~selfvos.pretrain.MuGModel`; put in eval mode here), or None for ``features="lab"``.
+    """
+
+    def __init__(self, model: Optional[torch.nn.Module] = None, cfg: Optional[OneShotConfig] = None) -> None:
+        self.cfg = cfg or OneShotConfig()
+        if model is not None:
+            model.eval()
+        self.embed = FeatureEmbedding(model, self.cfg)
+        self.affinity = LocalWindowAffinity(self.cfg.radius, self.cfg.topk, self.cfg.window, self.cfg.tile)
+        self.bank = ContextBank(self.cfg.num_previous, self.cfg.max_anchors)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the video: empty context, no objects."""
+        self.bank.clear()
+        self._object_ids: List[int] = []
+        self.frame_index = 0
+
+    @property
+    def object_ids(self) -> List[int]:
+        """Object ids in channel order: ``step`` returns channel 0 = background, channel i = object_ids[i-1]."""
+        return list(self._object_ids)
+
+    def _prepare(self, frame: np.ndarray) -> torch.Tensor:
+        if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8):
+            raise ValueError(f"frame must be a uint8 (H, W, 3) array, got {getattr(frame, 'dtype', type(frame))} "
+                             f"{getattr(frame, 'shape', '')}")
+        image = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 255.0
+        short = self.cfg.short_side
+        if short and min(frame.shape[:2]) != short:
+            scale = short / min(frame.shape[:2])
+            size = (round(frame.shape[0] * scale), round(frame.shape[1] * scale))
+            image = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+        return image
+
+    @torch.no_grad()
+    def step(self, frame: np.ndarray, mask: Optional[np.ndarray] = None) -> torch.Tensor:
+        """Segment one frame: (H, W, 3) uint8 [+ (H, W) uint8 ids] -> probabilities (K+1, H, W).
+
+        The first frame needs a mask. A mask on a later frame sets the objects it contains (new ids are
+        added) and leaves the other objects to propagation; 0 and 255 (void) in it mean "not given".
+        """
+        if mask is None and self.frame_index == 0:
+            raise ValueError("the first frame needs a mask: step(frame, mask)")
+        size = frame.shape[:2]
+        query, key = self.embed(self._prepare(frame))
+        grid = tuple(query.shape[-2:])
+        probs = None
+        if len(self.bank):
+            values, indices = self.affinity.topk(query, self.bank.keys())
+            soft = propagate_labels(values, indices, self.bank.labels(), self.cfg.temperature, grid)
+            probs = F.interpolate(soft[None], size=size, mode="bilinear", align_corners=False)[0]
+        if mask is not None:
+            probs = self._apply_mask(mask, probs, size)
+            soft = F.interpolate(probs[None], size=grid, mode="area")[0]
+        self.bank.add(self.affinity.tile_keys(key), soft, self.frame_index, anchor=mask is not None)
+        self.frame_index += 1
+        return probs
+
+    def _apply_mask(self, mask: np.ndarray, probs: Optional[torch.Tensor], size: Tuple[int, int]) -> torch.Tensor:
+        """Merge a given id mask into the propagated probabilities (None: nothing propagated yet)."""
+        if mask.shape != size or mask.dtype != np.uint8:
+            raise ValueError(f"mask must be uint8 {size} like its frame, got {mask.dtype} {mask.shape}")
+        ids = torch.from_numpy(np.ascontiguousarray(mask)).long()
+        given = [int(i) for i in torch.unique(ids).tolist() if i not in (0, VOID)]
+        self._object_ids += [i for i in given if i not in self._object_ids]
+        channels = 1 + len(self._object_ids)
+        self.bank.grow_labels(channels)
+        if probs is None:
+            probs = torch.zeros(channels, *size)
+            probs[0] = 1.0
+        probs = F.pad(probs.cpu(), (0, 0, 0, 0, 0, channels - probs.shape[0]))
+        lut = torch.zeros(256, dtype=torch.long)
+        lut[torch.tensor(self._object_ids, dtype=torch.long)] = torch.arange(1, channels)
+        given_channels = lut[torch.tensor(given, dtype=torch.long)]
+        probs[given_channels] = 0.0  # given objects are exactly their mask
+        total = probs.sum(0, keepdim=True)
+        probs = torch.where(total > 0, probs / total.clamp_min(1e-12), F.one_hot(torch.zeros(size, dtype=torch.long),
+                                                                                    channels).permute(2, 0, 1).float())
+        labelled = (ids != 0) & (ids != VOID)
+        onehot = F.one_hot(lut[ids], channels).permute(2, 0, 1).float()
+        return torch.where(labelled, onehot, probs).to(self.embed.device)
+
+    def to_ids(self, probs: torch.Tensor) -> np.ndarray:
+        """Probabilities (K+1, H, W) -> (H, W) uint8 object ids (argmax; 0 = background)."""
+        table = torch.tensor([0, *self._object_ids], dtype=torch.uint8)
+        return table[probs.argmax(0).cpu()].numpy()
+
+    def propagate(self, frames: Iterable[np.ndarray], first_mask: np.ndarray) -> Iterator[np.ndarray]:
+        """Reset, then yield the (H, W) uint8 id mask of every frame (the first is ``first_mask``'s objects)."""
+        self.reset()
+        for index, frame in enumerate(frames):
+            yield self.to_ids(self.step(frame, first_mask if index == 0 else None))
