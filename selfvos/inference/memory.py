@@ -10,7 +10,8 @@ The bank holds, per frame, the key features (any tensor: the propagator stores t
 * recent: the last ``recent`` propagated frames, in a ring buffer (the oldest is overwritten).
 
 When objects are added on a later frame, :meth:`ContextBank.grow_labels` pads every stored label map
-with zero channels, so earlier frames vote "not this object" for it.
+with zero channels and :meth:`ContextBank.known` records that those frames know nothing about the new
+objects, so propagation judges a new object only by the frames stored after it was given.
 """
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ import torch
 
 @dataclass
 class ContextEntry:
-    """One stored frame: ``key`` (features, any layout) and ``labels`` (L, h, w) soft labels."""
+    """One stored frame: ``key`` (features, any layout), ``labels`` (L, h, w) soft labels and the number
+    of label channels (background + objects) that existed when it was stored."""
 
     key: torch.Tensor
     labels: torch.Tensor
     frame_index: int
+    known_channels: int = 0
 
 
 class ContextBank:
@@ -67,7 +70,7 @@ class ContextBank:
         """Store a frame; ``anchor=True`` for a frame whose mask was given (kept, not cycled)."""
         if self._anchors and labels.shape[0] != self._anchors[0].labels.shape[0]:
             raise ValueError(f"labels have {labels.shape[0]} channels, the bank {self._anchors[0].labels.shape[0]}")
-        entry = ContextEntry(key, labels, int(frame_index))
+        entry = ContextEntry(key, labels, int(frame_index), labels.shape[0])
         if anchor or not self._anchors:
             self._anchors.append(entry)
             if len(self._anchors) > self.max_anchors:
@@ -86,6 +89,12 @@ class ContextBank:
         if self._labels_cache is None:
             self._labels_cache = torch.stack([e.labels for e in self.entries])
         return self._labels_cache
+
+    def known(self) -> torch.Tensor:
+        """(N, L) bool: which label channels each stored frame knows (False for objects added after it)."""
+        entries = self.entries
+        channels = torch.arange(entries[0].labels.shape[0])
+        return torch.stack([channels < e.known_channels for e in entries])
 
     def grow_labels(self, num_labels: int) -> None:
         """Pad every stored label map with zero channels up to ``num_labels`` (new objects)."""

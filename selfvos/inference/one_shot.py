@@ -154,7 +154,8 @@ class OneShotPropagator:
         probs = None
         if len(self.bank):
             values, indices = self.affinity.topk(query, self.bank.keys())
-            soft = propagate_labels(values, indices, self.bank.labels(), self.cfg.temperature, grid)
+            soft = propagate_labels(values, indices, self.bank.labels(), self.cfg.temperature, grid,
+                                    self.bank.known().to(values.device))
             probs = F.interpolate(soft[None], size=size, mode="bilinear", align_corners=False)[0]
         if mask is not None:
             probs = self._apply_mask(mask, probs, size)

@@ -141,14 +141,24 @@ def _untile(x: torch.Tensor, rows: int, padded_cols: int, t: int, h: int, w: int
 
 
 def propagate_labels(values: torch.Tensor, indices: torch.Tensor, context_labels: torch.Tensor,
-                     temperature: float, size: Tuple[int, int]) -> torch.Tensor:
+                     temperature: float, size: Tuple[int, int], known: torch.Tensor | None = None) -> torch.Tensor:
     """Soft labels of the query: values/indices (h*w, k) from :meth:`LocalWindowAffinity.topk`,
-    context_labels (N, L, h, w) -> (L, h, w) = sum_k softmax_k(values / T) * labels[indices]."""
+    context_labels (N, L, h, w) -> (L, h, w) = sum_k softmax_k(values / T) * labels[indices].
+
+    known: optional (N, L) bool, which channels each context frame knows (objects added later are
+    unknown to earlier frames). Channel l is then averaged over the kept neighbours from frames that
+    know it, ``sum_k w_k y_kl / sum_k w_k known_kl``, and the channels are renormalised to sum to 1.
+    """
     weights = torch.softmax(values.float() / temperature, dim=-1)  # -inf entries get weight 0
     n, labels = context_labels.shape[0], context_labels.shape[1]
     flat = context_labels.permute(1, 0, 2, 3).reshape(labels, -1)  # (L, N*h*w)
-    gathered = flat[:, indices]  # (L, h*w, k)
-    return (gathered * weights).sum(-1).reshape(labels, *size)
+    out = (flat[:, indices] * weights).sum(-1)  # (L, h*w)
+    if known is not None and not bool(known.all()):
+        frame = indices // (size[0] * size[1])
+        support = (known.t()[:, frame].to(weights.dtype) * weights).sum(-1)  # (L, h*w)
+        out = torch.where(support > 0, out / support.clamp_min(1e-12), torch.zeros_like(out))
+        out = out / out.sum(0, keepdim=True).clamp_min(1e-12)
+    return out.reshape(labels, *size)
 
 
 def dense_window_topk(query: torch.Tensor, keys: torch.Tensor, radius: int, topk: int,
