@@ -85,6 +85,8 @@ def _main_first(accelerator, fn):
 
 def run_pretraining(cfg: PretrainConfig) -> Path:
     """Pretrain, bootstrapping between rounds; returns the exported model folder."""
+    from accelerate.utils import set_seed
+
     from selfvos.config import to_dict
     from selfvos.data.sources import open_source
     from selfvos.engine.bootstrap_callback import RelabelCallback, RoundMaskProvider, make_gallery_image
@@ -111,6 +113,7 @@ def run_pretraining(cfg: PretrainConfig) -> Path:
     augment = ClipAugment(cfg.data.augment_cfg) if cfg.data.augment else None
     dataset = ClipDataset(collection, cfg.clip, mask_provider=provider, augment=augment,
                           clips_per_video=cfg.data.clips_per_video)
+    set_seed(cfg.train.seed)  # the same initial weights for the same config, whatever ran before in this process
     model = MuGModel(cfg.model)
     relabel = RelabelCallback(cfg, collection, store, provider)
     trainer = Trainer(model, dataset, cfg.train, objective=MuGObjective(cfg.objective), callbacks=[relabel],

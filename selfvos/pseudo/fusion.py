@@ -66,6 +66,7 @@ def grabcut_refine(frame: np.ndarray, mask: np.ndarray, soft: np.ndarray, *, ite
     gc[mask] = cv2.GC_PR_FGD
     gc[mask & (soft >= sure_fg)] = cv2.GC_FGD
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.setRNGSeed(0)  # GrabCut's k-means init draws from OpenCV's global RNG: same input -> same mask, always
     try:
         cv2.grabCut(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
