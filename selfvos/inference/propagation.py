@@ -83,11 +83,12 @@ class LocalWindowAffinity:
                 block = keys.as_strided((q.shape[0], span, c), (t * t * c, c, 1),
                                         keys.storage_offset() + dy * padded_cols * t * t * c)
                 scores = torch.baddbmm(bias[dy], q, block.transpose(1, 2))  # (tiles, t*t, span)
-                v, i = scores.topk(min(self.k, span), dim=-1)
+                v, i = scores.topk(min(self.k, span), dim=-1)  # block b = n * (2M+1) + dy
                 best_v.append(v)
-                best_i.append(i + (n * (2 * m + 1) + dy) * span)
-        values, order = torch.cat(best_v, dim=2).topk(min(self.k, len(best_v) * best_v[0].shape[-1]), dim=-1)
-        local = torch.cat(best_i, dim=2).gather(2, order)
+                best_i.append(i)
+        kept = best_v[0].shape[-1]
+        values, order = torch.cat(best_v, dim=2).topk(min(self.k, len(best_v) * kept), dim=-1)
+        local = torch.cat(best_i, dim=2).gather(2, order) + torch.div(order, kept, rounding_mode="floor") * span
         flat = self._context_index(local, h, w)
         return _untile(values, rows, padded_cols, t, h, w), _untile(flat, rows, padded_cols, t, h, w)
 

@@ -1,0 +1,173 @@
+"""Peak memory and speed of one-shot label propagation on long synthetic videos at 854x480.
+
+Memory: each video length runs in its own process, side by side (peak RSS, ``resource.getrusage(...).ru_maxrss``, never
+goes down), streaming frames generated on the fly (a textured panorama panned 3 px per frame with a moving
+ellipse as the object), so only the propagator's state can grow. The context bank keeps the first frame +
+the last ``num_previous`` frames, so a 2,000-frame video must peak within 1.2x of a 100-frame one.
+
+Speed: seconds per frame of ``OneShotPropagator.step`` at 854x480 for each feature source (encode +
+windowed affinity), with the fp32 matmul peak measured in the same run (the machine is shared: compare
+the two, not absolute numbers across runs).
+
+    python benchmarks/one_shot_memory.py [--lengths 100 2000] [--features lab] [--config lab-floor] [--speed-frames 8]
+
+Writes ``benchmarks/results/one_shot_memory.json`` and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, Iterator, Tuple
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+HEIGHT, WIDTH = 480, 854
+
+
+def synthetic_video(length: int, seed: int = 0) -> Tuple[Iterator[np.ndarray], np.ndarray]:
+    """(frames iterator of (480, 854, 3) uint8, first mask (480, 854) uint8 with ids 1 and 2)."""
+    rng = np.random.default_rng(seed)
+    import cv2
+
+    pan = 3
+    low = (rng.random((HEIGHT // 16, (WIDTH + pan * 400) // 16, 3)) * 255).astype(np.uint8)
+    panorama = cv2.resize(low, ((WIDTH + pan * 400), HEIGHT), interpolation=cv2.INTER_CUBIC)
+    yy, xx = np.mgrid[:HEIGHT, :WIDTH]
+
+    def mask_at(t: int) -> np.ndarray:
+        cx, cy = 300 + 150 * np.sin(t / 40.0), 240 + 80 * np.cos(t / 55.0)
+        mask = np.zeros((HEIGHT, WIDTH), np.uint8)
+        mask[((yy - cy) / 90.0) ** 2 + ((xx - cx) / 60.0) ** 2 <= 1] = 1
+        mask[(np.abs(yy - 240) < 50) & (np.abs(xx - (650 - 100 * np.sin(t / 30.0))) < 40)] = 2
+        return mask
+
+    def frames() -> Iterator[np.ndarray]:
+        for t in range(length):
+            offset = (t * pan) % (pan * 400)
+            frame = panorama[:, offset:offset + WIDTH].copy()
+            mask = mask_at(t)
+            frame[mask == 1] = (230, 40, 40)
+            frame[mask == 2] = (40, 40, 230)
+            yield frame
+
+    return frames(), mask_at(0)
+
+
+def build_propagator(features: str, config: str = "default"):
+    import torch
+
+    torch.set_num_threads(2)
+    from selfvos.inference import OneShotConfig, OneShotPropagator
+
+    model = None
+    if features != "lab":
+        from selfvos.pretrain import MuGModel
+
+        torch.manual_seed(0)
+        model = MuGModel()
+    cfg = OneShotConfig.lab_floor() if config == "lab-floor" else OneShotConfig(features=features)
+    return OneShotPropagator(model, cfg)
+
+
+def child(length: int, features: str, config: str) -> Dict[str, float]:
+    """Run one video in this process; report peak RSS and timing."""
+    propagator = build_propagator(features, config)
+    frames, first_mask = synthetic_video(length)
+    rss_after = {}
+    start = time.perf_counter()
+    for index, ids in enumerate(propagator.propagate(frames, first_mask)):
+        if index + 1 in (10, 50, 100, 500, 1000, 2000):
+            rss_after[str(index + 1)] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    seconds = time.perf_counter() - start
+    return {"frames": length, "features": propagator.cfg.features, "config": config, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "peak_rss_mib_after": rss_after, "seconds_per_frame": seconds / length,
+            "bank_frames": len(propagator.bank), "bank_capacity": propagator.bank.capacity}
+
+
+def matmul_peak_gflops() -> float:
+    import torch
+
+    torch.set_num_threads(2)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(5):
+        a @ b
+    return 5 * 2 * 2048 ** 3 / (time.perf_counter() - start) / 1e9
+
+
+def speed(features: str, frames: int) -> Dict[str, float]:
+    """Seconds per frame of step() at 854x480 (first frame with mask excluded), and the encode share."""
+    import torch
+
+    propagator = build_propagator(features)
+    video, first_mask = synthetic_video(frames + 1, seed=1)
+    propagator.step(next(video), first_mask)
+    step_times, encode_times = [], []
+    for frame in video:
+        start = time.perf_counter()
+        with torch.no_grad():
+            propagator.embed(propagator._prepare(frame))
+        encode_times.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        propagator.step(frame)
+        step_times.append(time.perf_counter() - start)
+    step, encode = float(np.median(step_times)), float(np.median(encode_times))
+    return {"features": features, "seconds_per_frame": step, "frames_per_second": 1.0 / step,
+            "encode_seconds": encode, "propagation_seconds": step - encode,
+            "context_frames": 1 + propagator.cfg.num_previous}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[100, 2000])
+    parser.add_argument("--features", default="lab", choices=["model", "lab", "both"], help="source for the memory runs")
+    parser.add_argument("--config", default="default", choices=["default", "lab-floor"],
+                        help="memory runs: OneShotConfig(features=...) or OneShotConfig.lab_floor() (faster)")
+    parser.add_argument("--speed-frames", type=int, default=8, help="frames timed per feature source (0: skip)")
+    parser.add_argument("--speed-features", nargs="+", default=["model", "lab", "both"])
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "one_shot_memory.json"))
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.features, args.config)))
+        return 0
+    # one process per length, run side by side (peak RSS is per process; their timings share the CPU)
+    runs = [subprocess.Popen([sys.executable, __file__, "--child", str(n), "--features", args.features,
+                              "--config", args.config], stdout=subprocess.PIPE, text=True, cwd=REPO)
+            for n in args.lengths]
+    memory = []
+    for run in runs:
+        out, _ = run.communicate()
+        if run.returncode:
+            raise SystemExit(f"memory run failed with exit code {run.returncode}")
+        memory.append(json.loads(out.strip().splitlines()[-1]))
+    ratio = memory[-1]["peak_rss_mib"] / memory[0]["peak_rss_mib"]
+    timings = [speed(f, args.speed_frames) for f in args.speed_features] if args.speed_frames else []
+    doc = {"size": [HEIGHT, WIDTH], "memory": memory, "peak_rss_ratio_longest_to_shortest": ratio,
+           "speed": timings, "matmul_peak_gflops": matmul_peak_gflops() if timings else None,
+           "machine": platform.platform(), "cpu_threads": 2}
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(doc, indent=2))
+    print(f"{'frames':>7} {'features':>8} {'peak RSS MiB':>13} {'s/frame':>8} {'bank':>6}")
+    for m in memory:
+        print(f"{m['frames']:>7} {m['features']:>8} {m['peak_rss_mib']:>13.0f} {m['seconds_per_frame']:>8.3f} "
+              f"{m['bank_frames']:>3}/{m['bank_capacity']:<3}")
+    print(f"peak RSS ratio {memory[-1]['frames']} / {memory[0]['frames']} frames: {ratio:.3f} (must be <= 1.2)")
+    for s in timings:
+        print(f"speed {s['features']:>5}: {s['seconds_per_frame']:.3f} s/frame ({s['frames_per_second']:.2f} fps), "
+              f"encode {s['encode_seconds']:.3f} s, propagation {s['propagation_seconds']:.3f} s")
+    if timings:
+        print(f"fp32 matmul peak in this run: {doc['matmul_peak_gflops']:.0f} GFLOP/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
