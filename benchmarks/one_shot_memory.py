@@ -60,7 +60,7 @@ def synthetic_video(length: int, seed: int = 0) -> Tuple[Iterator[np.ndarray], n
     return frames(), mask_at(0)
 
 
-def build_propagator(features: str, config: str = "default"):
+def build_propagator(features: str, config: str = "default", dtype: str = "float32"):
     import torch
 
     torch.set_num_threads(2)
@@ -72,7 +72,7 @@ def build_propagator(features: str, config: str = "default"):
 
         torch.manual_seed(0)
         model = MuGModel()
-    cfg = OneShotConfig.lab_floor() if config == "lab-floor" else OneShotConfig(features=features)
+    cfg = OneShotConfig.lab_floor() if config == "lab-floor" else OneShotConfig(features=features, affinity_dtype=dtype)
     return OneShotPropagator(model, cfg)
 
 
@@ -103,11 +103,13 @@ def matmul_peak_gflops() -> float:
     return 5 * 2 * 2048 ** 3 / (time.perf_counter() - start) / 1e9
 
 
-def speed(features: str, frames: int) -> Dict[str, float]:
-    """Seconds per frame of step() at 854x480 (first frame with mask excluded), and the encode share."""
+def speed(spec: str, frames: int) -> Dict[str, float]:
+    """Seconds per frame of step() at 854x480 (first frame with mask excluded), and the encode share.
+    ``spec``: a feature source, optionally with the affinity dtype: ``model``, ``model:bfloat16``."""
     import torch
 
-    propagator = build_propagator(features)
+    features, _, dtype = spec.partition(":")
+    propagator = build_propagator(features, dtype=dtype or "float32")
     video, first_mask = synthetic_video(frames + 1, seed=1)
     propagator.step(next(video), first_mask)
     step_times, encode_times = [], []
@@ -120,7 +122,7 @@ def speed(features: str, frames: int) -> Dict[str, float]:
         propagator.step(frame)
         step_times.append(time.perf_counter() - start)
     step, encode = float(np.median(step_times)), float(np.median(encode_times))
-    return {"features": features, "seconds_per_frame": step, "frames_per_second": 1.0 / step,
+    return {"features": spec, "seconds_per_frame": step, "frames_per_second": 1.0 / step,
             "encode_seconds": encode, "propagation_seconds": step - encode,
             "context_frames": 1 + propagator.cfg.num_previous}
 
@@ -132,7 +134,7 @@ def main() -> int:
     parser.add_argument("--config", default="default", choices=["default", "lab-floor"],
                         help="memory runs: OneShotConfig(features=...) or OneShotConfig.lab_floor() (faster)")
     parser.add_argument("--speed-frames", type=int, default=8, help="frames timed per feature source (0: skip)")
-    parser.add_argument("--speed-features", nargs="+", default=["model", "lab", "both"])
+    parser.add_argument("--speed-features", nargs="+", default=["model", "model:bfloat16", "lab", "both"])
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "one_shot_memory.json"))
     args = parser.parse_args()
@@ -162,7 +164,7 @@ def main() -> int:
               f"{m['bank_frames']:>3}/{m['bank_capacity']:<3}")
     print(f"peak RSS ratio {memory[-1]['frames']} / {memory[0]['frames']} frames: {ratio:.3f} (must be <= 1.2)")
     for s in timings:
-        print(f"speed {s['features']:>5}: {s['seconds_per_frame']:.3f} s/frame ({s['frames_per_second']:.2f} fps), "
+        print(f"speed {s['features']:>14}: {s['seconds_per_frame']:.3f} s/frame ({s['frames_per_second']:.2f} fps), "
               f"encode {s['encode_seconds']:.3f} s, propagation {s['propagation_seconds']:.3f} s")
     if timings:
         print(f"fp32 matmul peak in this run: {doc['matmul_peak_gflops']:.0f} GFLOP/s")

@@ -52,12 +52,15 @@ class OneShotConfig:
     lab_weight: float = 1.0  # weight of the Lab term for features="both"
     max_anchors: int = 3  # annotated frames kept: the first forever + the latest later ones
     tile: Optional[int] = None  # query tile of the windowed affinity (default max(radius, 4))
+    affinity_dtype: str = "float32"  # "bfloat16": bf16 affinity (AVX512-BF16 CPUs); for unit-norm model features only
 
     def __post_init__(self) -> None:
         if self.features not in FEATURE_SOURCES:
             raise ValueError(f"features must be one of {FEATURE_SOURCES}, got {self.features!r}")
         if self.window not in WINDOWS:
             raise ValueError(f"window must be one of {WINDOWS}, got {self.window!r}")
+        if self.affinity_dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"affinity_dtype must be 'float32' or 'bfloat16', got {self.affinity_dtype!r}")
         if self.temperature <= 0 or self.topk < 1 or self.num_previous < 0 or self.lab_stride < 1:
             raise ValueError(f"invalid one-shot config: {self}")
 
@@ -149,7 +152,7 @@ class OneShotPropagator:
         if mask is None and self.frame_index == 0:
             raise ValueError("the first frame needs a mask: step(frame, mask)")
         size = frame.shape[:2]
-        query, key = self.embed(self._prepare(frame))
+        query, key = (x.to(getattr(torch, self.cfg.affinity_dtype)) for x in self.embed(self._prepare(frame)))
         grid = tuple(query.shape[-2:])
         probs = None
         if len(self.bank):

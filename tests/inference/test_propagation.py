@@ -109,3 +109,17 @@ def test_propagator_memory_never_exceeds_its_size():
     for i, ids in enumerate(propagator.propagate(frames, mask)):
         assert len(propagator.bank) == min(i + 1, 1 + 3)
     assert propagator.bank.frame_indices == [0, 9, 10, 11]
+
+
+def test_objects_unknown_to_a_frame_are_judged_by_the_frames_that_know_them():
+    # two context frames, one cell each; frame 0 predates object 2 (channels: bg, obj1, obj2)
+    labels = torch.tensor([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]).reshape(2, 3, 1, 1)
+    known = torch.tensor([[True, True, False], [True, True, True]])
+    values, indices = torch.tensor([[0.0, 0.0]]), torch.tensor([[0, 1]])  # equal weights 0.5 / 0.5
+    plain = propagate_labels(values, indices, labels, 1.0, (1, 1))
+    torch.testing.assert_close(plain.flatten(), torch.tensor([0.5, 0.0, 0.5]))
+    out = propagate_labels(values, indices, labels, 1.0, (1, 1), known)
+    # bg = 0.5 (both frames know it), obj2 = 0.5 / 0.5 = 1 (only frame 1 knows it); renormalised
+    torch.testing.assert_close(out.flatten(), torch.tensor([1 / 3, 0.0, 2 / 3]))
+    all_known = propagate_labels(values, indices, labels, 1.0, (1, 1), torch.ones(2, 3, dtype=torch.bool))
+    torch.testing.assert_close(all_known, plain)
