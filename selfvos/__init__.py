@@ -7,10 +7,10 @@ Data flows one way through the package:
 from selfvos.registry import BACKBONES, HEADS, OBJECTIVES, PSEUDO_LABELERS, SOURCES, Registry
 
 __version__ = "0.1.0"
-__all__ = ["BACKBONES", "HEADS", "OBJECTIVES", "PSEUDO_LABELERS", "SOURCES", "Registry", "__version__", "from_pretrained"]
+__all__ = ["BACKBONES", "HEADS", "OBJECTIVES", "PSEUDO_LABELERS", "SOURCES", "Registry", "__version__", "from_pretrained", "Segmenter"]
 
 # Public names imported on first use, so `import selfvos` stays light (no torch): name -> module.
-_LAZY = {"from_pretrained": "selfvos.hub.mixin"}
+_LAZY = {"from_pretrained": "selfvos.hub.mixin", "Segmenter": "selfvos.inference.segmenter"}
 
 
 def __getattr__(name: str):

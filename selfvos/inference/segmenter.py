@@ -45,7 +45,8 @@ class Segmenter:
             (a mask is an error) or ``"one-shot"`` (the first step must have a mask).
         zero_shot: zero-shot settings (mode, references, clean-up); ``max_side`` overrides its input size.
         one_shot: ``OneShotConfig`` for label propagation (default settings when None).
-        max_side: longer side the task core works at (None = as given).
+        max_side: longer side the task core works at (None: each task's default scale; zero-shot
+            ``ZeroShotConfig.input_max_side``, one-shot ``OneShotConfig.short_side``).
     """
 
     def __init__(self, model: Any, task: str = "auto", *, zero_shot: Optional[ZeroShotConfig] = None,
@@ -57,6 +58,10 @@ class Segmenter:
         if max_side is not None:
             self.zero_shot_config.input_max_side = max_side
         self.one_shot_config = one_shot
+        if max_side is not None:  # the propagator works at the size given to it (no short-side rescaling)
+            from selfvos.inference.one_shot import OneShotConfig
+
+            self.one_shot_config = dataclasses.replace(one_shot or OneShotConfig(), short_side=None)
         self.reset()
 
     def reset(self) -> None:

@@ -145,3 +145,27 @@ def test_config_validation(model):
     for bad in (dict(mode="batch"), dict(carry="mean"), dict(reference_weight=1.5), dict(reference_stride=0)):
         with pytest.raises(ValueError):
             ZeroShotSegmenter(model, ZeroShotConfig(**bad))
+
+
+def test_segmenter_picks_the_task_and_returns_frame_size_probabilities(model, video):
+    from selfvos.inference import Segmenter
+
+    sample = video.load(range(3))
+    seg = Segmenter(model, max_side=48)
+    probs = seg.step(sample.frames[0])
+    assert seg.active_task == "zero-shot" and seg.object_ids == [1] and probs.shape == (2, 72, 96)
+    assert seg.zero_shot_config.input_max_side == 48
+    with pytest.raises(ValueError, match="takes no masks"):
+        seg.step(sample.frames[1], sample.masks[1])
+    seg.reset()
+    first = sample.masks[0]
+    probs = seg.step(sample.frames[0], first)  # auto + mask -> one-shot, worked at 48 px, returned at 72 x 96
+    ids = sorted(int(i) for i in np.unique(first) if i)
+    assert seg.active_task == "one-shot" and seg.object_ids == ids and probs.shape == (len(ids) + 1, 72, 96)
+    assert seg.to_ids(seg.step(sample.frames[1])).shape == (72, 96)
+    with pytest.raises(ValueError, match="needs the first frame's mask"):
+        Segmenter(model, task="one-shot").step(sample.frames[0])
+    with pytest.raises(ValueError, match="takes no mask"):
+        Segmenter(model, task="zero-shot").step(sample.frames[0], first)
+    masks = list(Segmenter(model).segment_video(InMemoryVideo(sample), first_mask=first, progress=False))
+    assert np.array_equal(masks[0], first) and len(masks) == 3

@@ -1,0 +1,126 @@
+"""``selfvos segment``: segment one video (file or folder of frames) with a pretrained checkpoint.
+
+    selfvos segment --checkpoint CKPT --input VIDEO_OR_FRAMES_DIR --out OUT_DIR [--first-mask MASK.png]
+                    [--overlay OUT.mp4] [--task auto|zero-shot|one-shot] [--max-side N] [--device cpu|cuda]
+                    [--mode online|offline] [--references N]
+
+Writes ``OUT_DIR/<frame name>.png`` (DAVIS-palette PNG of object ids) for every frame, named like the
+input frames (``00000`` ... for a video file). With ``--first-mask`` the mask of the first frame is
+propagated (one-shot); without it the primary object is segmented from the model alone (zero-shot).
+``--overlay`` also writes the frames with the masks blended in and outlined (H.264 mp4).
+
+Example::
+
+    selfvos segment --checkpoint runs/mug/final --input ../shared/data/videos/dog.mp4 --out out/dog \\
+        --overlay out/dog.mp4 --max-side 432
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Optional
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(name, help="segment one video with a pretrained checkpoint (zero-shot or one-shot)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="checkpoint folder (config.json + model.safetensors) or Hub id")
+    p.add_argument("--input", required=True, help="video file, folder of frames, or any open_source spec")
+    p.add_argument("--out", required=True, help="folder for the palette PNG masks")
+    p.add_argument("--first-mask", default=None, help="first frame's mask (palette/grey PNG of ids): one-shot")
+    p.add_argument("--overlay", default=None, help="also write an overlay video here (e.g. out.mp4)")
+    add_common_options(p)
+    p.set_defaults(func=run)
+
+
+def add_common_options(p: argparse.ArgumentParser, tasks: tuple = ("auto", "zero-shot", "one-shot"),
+                       default_task: Optional[str] = "auto") -> None:
+    """Options shared with ``segment-dataset``."""
+    p.add_argument("--task", choices=tasks, default=default_task, required=default_task is None,
+                   help="auto: one-shot when a first mask is given, zero-shot otherwise")
+    p.add_argument("--max-side", type=int, default=None,
+                   help="longest side frames are processed at (default: zero-shot 432, one-shot short side 480)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
+    p.add_argument("--mode", choices=("online", "offline"), default="online",
+                   help="zero-shot references: online = past frames only, offline = spread over the whole video")
+    p.add_argument("--references", type=int, default=5, help="zero-shot reference frames N (default 5)")
+
+
+def load_model(checkpoint: str, device: str) -> Any:
+    """``selfvos.from_pretrained(checkpoint)`` on ``device``, checked to be a pretrained MuG-style model."""
+    import torch
+
+    import selfvos
+    from selfvos.errors import SelfvosInputError
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SelfvosInputError("--device", "cuda requested but torch sees no CUDA device")
+    model = selfvos.from_pretrained(checkpoint, map_location=device)
+    missing = [m for m in ("encode", "frame_logits", "embed", "coattention") if not hasattr(model, m)]
+    if missing:
+        raise SelfvosInputError(checkpoint, f"{type(model).__name__} is not a pretrained MuG model (lacks {missing})")
+    return model
+
+
+def make_segmenter(model: Any, args: argparse.Namespace, task: str) -> Any:
+    from selfvos.inference.segmenter import Segmenter
+    from selfvos.inference.zero_shot import ZeroShotConfig
+
+    zero_shot = ZeroShotConfig(mode=args.mode, num_references=args.references)
+    return Segmenter(model, task, zero_shot=zero_shot, max_side=args.max_side)
+
+
+def read_first_mask(path: str, frame_shape: tuple) -> Any:
+    """The first frame's ids; grey 0/255 becomes {0, 1}; void (255) is set to background."""
+    from selfvos.data.image_io import read_mask
+    from selfvos.errors import SelfvosInputError
+
+    mask = read_mask(path)
+    if mask.shape != tuple(frame_shape[:2]):
+        raise SelfvosInputError(path, f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but the video's frames are "
+                                      f"{frame_shape[1]}x{frame_shape[0]}")
+    mask = mask.copy()
+    mask[mask == 255] = 0
+    if not mask.any():
+        raise SelfvosInputError(path, "first mask has no object (all background)")
+    return mask
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from selfvos.data.sources import open_source
+    from selfvos.data.writers import save_palette_png
+    from selfvos.errors import SelfvosInputError
+    from selfvos.inference.io import OverlayVideoWriter
+
+    if args.task == "one-shot" and not args.first_mask:
+        raise SelfvosInputError("--first-mask", "required with --task one-shot")
+    if args.task == "zero-shot" and args.first_mask:
+        raise SelfvosInputError("--first-mask", "not used by --task zero-shot (drop it or use --task one-shot)")
+    collection = open_source(args.input)
+    if len(collection) != 1:
+        raise SelfvosInputError(args.input, f"holds {len(collection)} videos; segment one at a time or use segment-dataset")
+    video = collection[0]
+    first_mask = read_first_mask(args.first_mask, video.frame(0).shape) if args.first_mask else None
+    task = "one-shot" if first_mask is not None else "zero-shot"
+    segmenter = make_segmenter(load_model(args.checkpoint, args.device), args, task)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    writer = OverlayVideoWriter(args.overlay, fps=video.fps) if args.overlay else None
+    names, start, count = video.frame_names, time.perf_counter(), 0
+    try:
+        for t, ids in enumerate(segmenter.segment_video(video, first_mask=first_mask, progress=True)):
+            save_palette_png(out_dir / f"{names[t]}.png", ids)
+            if writer is not None:
+                writer.write(video.frame(t), ids)
+            count += 1
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        print(f"wrote overlay {writer.close()} ({writer.codec})")
+    seconds = time.perf_counter() - start
+    print(f"{task}: wrote {count} masks to {out_dir} in {seconds:.1f} s ({count / max(seconds, 1e-9):.2f} frames/s)")
+    return 0
