@@ -9,7 +9,8 @@ Speed: seconds per frame of ``OneShotPropagator.step`` at 854x480 for each featu
 windowed affinity), with the fp32 matmul peak measured in the same run (the machine is shared: compare
 the two, not absolute numbers across runs).
 
-    python benchmarks/one_shot_memory.py [--lengths 100 2000] [--features lab] [--config lab-floor] [--speed-frames 8]
+    python benchmarks/one_shot_memory.py [--lengths 100 2000] [--features lab] [--config lab-floor]
+                                         [--speed-frames 8] [--threads 2]
 
 Writes ``benchmarks/results/one_shot_memory.json`` and prints a table.
 """
@@ -63,7 +64,6 @@ def synthetic_video(length: int, seed: int = 0) -> Tuple[Iterator[np.ndarray], n
 def build_propagator(features: str, config: str = "default", dtype: str = "float32"):
     import torch
 
-    torch.set_num_threads(2)
     from selfvos.inference import OneShotConfig, OneShotPropagator
 
     model = None
@@ -86,15 +86,14 @@ def child(length: int, features: str, config: str) -> Dict[str, float]:
         if index + 1 in (10, 50, 100, 500, 1000, 2000):
             rss_after[str(index + 1)] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seconds = time.perf_counter() - start
-    return {"frames": length, "features": propagator.cfg.features, "config": config, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"frames": length, "features": propagator.cfg.features, "config": config, "peak_rss_mib": peak,
             "peak_rss_mib_after": rss_after, "seconds_per_frame": seconds / length,
             "bank_frames": len(propagator.bank), "bank_capacity": propagator.bank.capacity}
 
 
 def matmul_peak_gflops() -> float:
     import torch
-
-    torch.set_num_threads(2)
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     a @ b
     start = time.perf_counter()
@@ -130,20 +129,27 @@ def speed(spec: str, frames: int) -> Dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[100, 2000])
-    parser.add_argument("--features", default="lab", choices=["model", "lab", "both"], help="source for the memory runs")
+    parser.add_argument("--features", default="lab", choices=["model", "lab", "both"],
+                        help="source for the memory runs")
     parser.add_argument("--config", default="default", choices=["default", "lab-floor"],
                         help="memory runs: OneShotConfig(features=...) or OneShotConfig.lab_floor() (faster)")
     parser.add_argument("--speed-frames", type=int, default=8, help="frames timed per feature source (0: skip)")
     parser.add_argument("--speed-features", nargs="+", default=["model", "model:bfloat16", "lab", "both"])
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads (1 is faster on an oversubscribed machine)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "one_shot_memory.json"))
     args = parser.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
     if args.child:
         print(json.dumps(child(args.child, args.features, args.config)))
         return 0
     # one process per length, run side by side (peak RSS is per process; their timings share the CPU)
     runs = [subprocess.Popen([sys.executable, __file__, "--child", str(n), "--features", args.features,
-                              "--config", args.config], stdout=subprocess.PIPE, text=True, cwd=REPO)
+                              "--config", args.config, "--threads", str(args.threads)],
+                             stdout=subprocess.PIPE, text=True, cwd=REPO)
             for n in args.lengths]
     memory = []
     for run in runs:
@@ -155,7 +161,7 @@ def main() -> int:
     timings = [speed(f, args.speed_frames) for f in args.speed_features] if args.speed_frames else []
     doc = {"size": [HEIGHT, WIDTH], "memory": memory, "peak_rss_ratio_longest_to_shortest": ratio,
            "speed": timings, "matmul_peak_gflops": matmul_peak_gflops() if timings else None,
-           "machine": platform.platform(), "cpu_threads": 2}
+           "machine": platform.platform(), "torch_threads": args.threads}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(doc, indent=2))
     print(f"{'frames':>7} {'features':>8} {'peak RSS MiB':>13} {'s/frame':>8} {'bank':>6}")

@@ -20,7 +20,8 @@ def _scene(t: int = 4, h: int = 48, w: int = 64):
     for i in range(t):
         frame = (rng.random((h, w, 3)) * 60).astype(np.uint8)
         mask = np.zeros((h, w), np.uint8)
-        for obj, (y, x, colour) in {1: (4, 4, (250, 30, 30)), 3: (26, 8, (30, 250, 30)), 7: (10, 34, (30, 30, 250))}.items():
+        squares = {1: (4, 4, (250, 30, 30)), 3: (26, 8, (30, 250, 30)), 7: (10, 34, (30, 30, 250))}
+        for obj, (y, x, colour) in squares.items():
             frame[y:y + 14, x + 2 * i:x + 2 * i + 14] = colour
             mask[y:y + 14, x + 2 * i:x + 2 * i + 14] = obj
         frames.append(frame)
