@@ -36,8 +36,9 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def add_common_options(p: argparse.ArgumentParser, tasks: tuple = ("auto", "zero-shot", "one-shot"),
                        default_task: Optional[str] = "auto") -> None:
     """Options shared with ``segment-dataset``."""
-    p.add_argument("--task", choices=tasks, default=default_task, required=default_task is None,
-                   help="auto: one-shot when a first mask is given, zero-shot otherwise")
+    task_help = ("auto: one-shot when a first mask is given, zero-shot otherwise" if "auto" in tasks
+                 else "zero-shot: no annotation is read; one-shot: the first frame's annotation is propagated")
+    p.add_argument("--task", choices=tasks, default=default_task, required=default_task is None, help=task_help)
     p.add_argument("--max-side", type=int, default=None,
                    help="longest side frames are processed at (default: zero-shot 432, one-shot short side 480)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
@@ -100,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
         raise SelfvosInputError("--first-mask", "not used by --task zero-shot (drop it or use --task one-shot)")
     collection = open_source(args.input)
     if len(collection) != 1:
-        raise SelfvosInputError(args.input, f"holds {len(collection)} videos; segment one at a time or use segment-dataset")
+        raise SelfvosInputError(args.input, f"holds {len(collection)} videos; segment one at a time "
+                                            "or use segment-dataset")
     video = collection[0]
     first_mask = read_first_mask(args.first_mask, video.frame(0).shape) if args.first_mask else None
     task = "one-shot" if first_mask is not None else "zero-shot"

@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         if args.task == "one-shot":
             first_mask = first_frame_mask(video)
             if first_mask is None or not first_mask.any():
-                raise SelfvosInputError(video.source or video.name, "one-shot needs an object in the first frame's annotation")
+                raise SelfvosInputError(video.source or video.name,
+                                        "one-shot needs an object in the first frame's annotation")
         masks = segmenter.segment_video(video, first_mask=first_mask, progress=True)
         frames += len(write_masks(out_root / video.name, video.frame_names, masks))
     seconds = time.perf_counter() - start

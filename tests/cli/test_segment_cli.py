@@ -117,7 +117,8 @@ def test_segment_dataset_one_shot_reads_only_first_annotations(checkpoint, davis
     for seq in ("synthetic_0000", "synthetic_0001"):
         assert len(list((out / seq).glob("*.png"))) == 6
     # in-process evaluation: a forked worker pool after torch/cv2 threads have started can deadlock
-    assert main(["evaluate", "--pred", str(out), "--gt", str(davis_root / "Annotations" / "480p"), "--workers", "1"]) == 0
+    gt = davis_root / "Annotations" / "480p"
+    assert main(["evaluate", "--pred", str(out), "--gt", str(gt), "--workers", "1"]) == 0
 
 
 def test_segment_dataset_zero_shot_reads_no_annotation(checkpoint, davis_root, tmp_path, monkeypatch):
