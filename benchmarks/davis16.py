@@ -1,0 +1,155 @@
+"""Zero-shot and one-shot accuracy and speed of a pretrained model on davis2016-val-dev (854x480), with ablations.
+
+    python benchmarks/davis16.py --checkpoint runs/mug_davis16_cpu/model
+    python benchmarks/davis16.py --pretrain                     # pretrain with recipes/configs/mug_davis16_cpu.yaml first
+    python benchmarks/davis16.py --checkpoint ... --no-bootstrap-checkpoint runs/mug_davis16_cpu/checkpoints/step_0000800
+
+Every variant segments the 4 val-dev sequences into palette PNGs (one-shot reads only each first-frame
+annotation), which are scored with the official-parity evaluator (``selfvos.eval``). Variants:
+- zero-shot: frame head + co-attention with N=5 references (online, causal), offline references, and without
+  co-attention references (N=0);
+- one-shot: label propagation on the model features, on raw Lab colour (the no-learning floor of BRIEF 7),
+  and both; first-frame copy as the trivial floor;
+- ``--no-bootstrap-checkpoint``: the same tasks with the weights at the end of the first training round
+  (trained on the initial pseudo-masks only, before any relabeling; a resumable checkpoint folder).
+Published figures for reference: MuG zero-shot J&F 59.1, one-shot 64.7 (all 20 val sequences); first-frame
+copy 33.2 on val-dev. Writes ``benchmarks/results/davis16.json`` and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data" / "davis2016-val-dev"
+CONFIG = REPO / "recipes" / "configs" / "mug_davis16_cpu.yaml"
+OUT = REPO / "benchmarks" / "results" / "davis16.json"
+PUBLISHED = {"zero-shot": 59.1, "one-shot": 64.7, "first-frame copy": 33.2}
+
+
+def load_training_checkpoint(folder: Path, config: Path):
+    """MuGModel weights from a resumable ``step_XXXXXXX`` folder (the ``model.`` part of the train step)."""
+    from safetensors.torch import load_file
+
+    from selfvos.config import load_yaml
+    from selfvos.engine.pretraining import PretrainConfig
+    from selfvos.pretrain import MuGModel
+
+    cfg = load_yaml(PretrainConfig, config)
+    model = MuGModel(cfg.model)
+    state = {k[len("model."):]: v for k, v in load_file(folder / "model.safetensors").items() if k.startswith("model.")}
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def run_variant(model, collection, task: str, out: Path, **settings) -> Dict[str, Any]:
+    """Segment every sequence, evaluate, return scores and frames/s."""
+    import numpy as np
+
+    from selfvos.cli.segment_dataset import first_frame_mask
+    from selfvos.eval.io import evaluate_folders
+    from selfvos.eval.report import to_dict
+    from selfvos.inference import Segmenter
+    from selfvos.inference.io import write_masks
+
+    frames, seconds = 0, 0.0
+    for video in collection:
+        first = first_frame_mask(video) if task != "zero-shot" else None
+        if task == "copy":
+            masks = [first] * len(video)
+        else:
+            segmenter = Segmenter(model, task, **settings)
+            start = time.perf_counter()
+            masks = list(segmenter.segment_video(video, first_mask=first, progress=False))
+            seconds += time.perf_counter() - start
+        frames += len(video)
+        write_masks(out / video.name, video.frame_names, [np.asarray(m, np.uint8) for m in masks])
+    result = to_dict(evaluate_folders(out, DATA / "Annotations" / "480p", protocol="official"))
+    return {"J&F": 100 * result["mean"]["JF"], "J": 100 * result["mean"]["J"], "F": 100 * result["mean"]["F"],
+            "frames_per_s": frames / seconds if seconds else None,
+            "per_sequence_JF": {s: 50 * (v["J"] + v["F"]) for s, v in result["sequences"].items()}}
+
+
+def variants(model) -> Dict[str, tuple]:
+    from selfvos.inference.one_shot import OneShotConfig
+    from selfvos.inference.zero_shot import ZeroShotConfig
+
+    return {
+        "zero-shot (online, N=5 refs)": ("zero-shot", {"zero_shot": ZeroShotConfig(mode="online")}),
+        "zero-shot (offline, N=5 refs)": ("zero-shot", {"zero_shot": ZeroShotConfig(mode="offline")}),
+        "zero-shot without co-attention refs": ("zero-shot", {"zero_shot": ZeroShotConfig(num_references=0)}),
+        "one-shot (model features)": ("one-shot", {"one_shot": OneShotConfig(features="model")}),
+        "one-shot (model + Lab)": ("one-shot", {"one_shot": OneShotConfig(features="both")}),
+        "one-shot (Lab only, no learning)": ("one-shot", {"one_shot": OneShotConfig.lab_floor()}),
+        "first-frame copy": ("copy", {}),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", help="exported model folder (selfvos.from_pretrained) or Hub id")
+    parser.add_argument("--pretrain", action="store_true", help="pretrain with --config first")
+    parser.add_argument("--config", default=str(CONFIG))
+    parser.add_argument("--no-bootstrap-checkpoint", help="resumable checkpoint at the end of training round 0")
+    parser.add_argument("--only", default="", help="comma-separated subset of variant names (substring match)")
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args(argv)
+    if not DATA.is_dir():
+        print(f"skipped: {DATA} not found", file=sys.stderr)
+        return 0
+    import torch
+
+    import selfvos
+    from selfvos.data.sources import open_source
+
+    torch.set_num_threads(2)
+    checkpoint = args.checkpoint
+    if args.pretrain:
+        from selfvos.config import load_yaml
+        from selfvos.engine.pretraining import PretrainConfig, run_pretraining
+
+        checkpoint = str(run_pretraining(load_yaml(PretrainConfig, args.config)))
+    if not checkpoint:
+        parser.error("give --checkpoint or --pretrain")
+    models = {"bootstrapped": selfvos.from_pretrained(checkpoint).eval()}
+    if args.no_bootstrap_checkpoint:
+        models["no bootstrapping"] = load_training_checkpoint(Path(args.no_bootstrap_checkpoint), Path(args.config))
+    collection = open_source(f"davis:{DATA}")
+    wanted = [w for w in args.only.split(",") if w]
+    results: Dict[str, Dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for model_name, model in models.items():
+            for name, (task, settings) in variants(model).items():
+                if wanted and not any(w in name for w in wanted):
+                    continue
+                if model_name != "bootstrapped" and ("Lab only" in name or task == "copy"):
+                    continue  # these do not depend on the weights
+                key = name if model_name == "bootstrapped" else f"{name} [{model_name}]"
+                with torch.inference_mode():
+                    results[key] = run_variant(model, collection, task, Path(tmp) / key.replace(" ", "_"), **settings)
+                r = results[key]
+                fps = f"{r['frames_per_s']:.2f}" if r["frames_per_s"] else "-"
+                print(f"{key:<52} J&F {r['J&F']:5.1f}  J {r['J']:5.1f}  F {r['F']:5.1f}  frames/s {fps}", flush=True)
+    report = {"_about": {"data": "davis2016-val-dev (4 sequences, 854x480), official protocol",
+                         "checkpoint": checkpoint, "no_bootstrap_checkpoint": args.no_bootstrap_checkpoint,
+                         "published_reference_JF": PUBLISHED, "machine": platform.platform(),
+                         "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")},
+              "results": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"\n{'variant':<52} {'J&F':>6} {'J':>6} {'F':>6} {'frames/s':>9}")
+    for key, r in results.items():
+        fps = f"{r['frames_per_s']:.2f}" if r["frames_per_s"] else "-"
+        print(f"{key:<52} {r['J&F']:6.1f} {r['J']:6.1f} {r['F']:6.1f} {fps:>9}")
+    print(f"published (all 20 val): MuG zero-shot 59.1, one-shot 64.7; first-frame copy on val-dev 33.2\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
