@@ -46,7 +46,7 @@ class OneShotConfig:
     """Label-propagation settings (defaults: CRW-style protocol on ResNet-18 layer3 at stride 8, 854x480)."""
 
     features: str = "model"  # "model" | "lab" | "both"
-    num_previous: int = 7  # context = anchors (first frame) + this many previous frames (DINO/UVC: 7, CRW: 20)
+    num_previous: int = 5  # context = anchors (first frame) + this many previous frames (DINO/UVC: 7, CRW: 20)
     topk: int = 10
     temperature: float = 0.07
     radius: int = 12  # local window radius in feature cells

@@ -11,9 +11,11 @@ each tile is multiplied only with the ``(2M+1) t x (2M+1) t`` block of key cells
 (``M = ceil(r / t)``). Keys are stored tiled (:meth:`LocalWindowAffinity.tile_keys`) in a flat
 tile array whose rows carry M blank tiles, so the ``2M+1`` horizontally adjacent key tiles of every
 query tile are one contiguous block and all query tiles read their blocks through ONE strided view
-(no copy) per vertical tile offset. Cost per query cell and frame: ``(2M+1)^2 t^2`` dot products
-(1296 at r = t = 12 against 625 for the exact window, instead of h*w = 6420 for dense affinity at
-480p); memory per step: one frame's scores, ``h*w x (2M+1)^2 t^2`` floats, whatever N is.
+(no copy) per vertical tile offset; each such block of scores is reduced to its top-k at once, and
+the N (2M+1) partial top-k lists are merged at the end. Cost per query cell and frame:
+``(2M+1)^2 t^2`` dot products (1296 at r = t = 12 against 625 for the exact window, instead of
+h*w = 6420 for dense affinity at 480p); memory: one block of scores, ``h*w x (2M+1) t^2`` floats
+(about 12 MiB at 480p), whatever N is.
 """
 from __future__ import annotations
 
@@ -60,6 +62,10 @@ class LocalWindowAffinity:
         x = x.reshape(-1, t * t, c)
         return F.pad(x, (0, 0, 0, 0, lead, lead))
 
+    def _tile_count(self, height: int, width: int) -> int:
+        rows, _, padded_cols = self.grid(height, width)
+        return (rows + 2 * self.margin) * padded_cols + 2 * self.margin
+
     def tile_keys(self, keys: torch.Tensor) -> torch.Tensor:
         """Key map (C, h, w) -> tiled keys ((h/t + 2M) * (w/t + M) + 2M, t*t, C), the layout :meth:`topk` reads."""
         return self._tiles(keys, self.margin, self.margin).contiguous()
@@ -77,8 +83,12 @@ class LocalWindowAffinity:
         span = (2 * m + 1) * t * t  # key cells per vertical tile offset
         q = self._tiles(query, 0, 0)  # (rows * padded_cols, t*t, C)
         bias = window_bias(h, w, self.radius, t, m, self.window, query.device, query.dtype)
+        expected = (self._tile_count(h, w), t * t, c)
         best_v, best_i = [], []
         for n, keys in enumerate(tiled_keys):
+            if tuple(keys.shape) != expected or not keys.is_contiguous():
+                raise ValueError(f"context frame {n}: expected contiguous tiled keys {expected} from tile_keys(), "
+                                 f"got {tuple(keys.shape)}")
             for dy in range(2 * m + 1):  # one vertical tile offset: (2M+1) adjacent key tiles per query tile
                 block = keys.as_strided((q.shape[0], span, c), (t * t * c, c, 1),
                                         keys.storage_offset() + dy * padded_cols * t * t * c)

@@ -123,3 +123,9 @@ def test_objects_unknown_to_a_frame_are_judged_by_the_frames_that_know_them():
     torch.testing.assert_close(out.flatten(), torch.tensor([1 / 3, 0.0, 2 / 3]))
     all_known = propagate_labels(values, indices, labels, 1.0, (1, 1), torch.ones(2, 3, dtype=torch.bool))
     torch.testing.assert_close(all_known, plain)
+
+
+def test_keys_of_another_size_are_refused():
+    affinity = LocalWindowAffinity(radius=3)
+    with pytest.raises(ValueError, match="context frame 0: expected contiguous tiled keys"):
+        affinity.topk(torch.randn(4, 10, 12), [affinity.tile_keys(torch.randn(4, 14, 12))])
