@@ -72,7 +72,12 @@ def build_propagator(features: str, config: str = "default", dtype: str = "float
 
         torch.manual_seed(0)
         model = MuGModel()
-    cfg = OneShotConfig.lab_floor() if config == "lab-floor" else OneShotConfig(features=features, affinity_dtype=dtype)
+    if config == "lab-floor":
+        cfg = OneShotConfig.lab_floor()
+    elif config == "coarse":  # the same pipeline on a 30 x 54 Lab grid: ~10x cheaper per frame, same state
+        cfg = OneShotConfig(features="lab", short_side=240, lab_stride=8, radius=3)
+    else:
+        cfg = OneShotConfig(features=features, affinity_dtype=dtype)
     return OneShotPropagator(model, cfg)
 
 
@@ -85,6 +90,8 @@ def child(length: int, features: str, config: str) -> Dict[str, float]:
     for index, ids in enumerate(propagator.propagate(frames, first_mask)):
         if index + 1 in (10, 50, 100, 500, 1000, 2000):
             rss_after[str(index + 1)] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            print(f"{length}-frame run: peak RSS {rss_after[str(index + 1)]:.0f} MiB after {index + 1} frames",
+                  file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {"frames": length, "features": propagator.cfg.features, "config": config, "peak_rss_mib": peak,
@@ -134,8 +141,8 @@ def main() -> int:
     parser.add_argument("--lengths", type=int, nargs="*", default=[100, 2000], help="video lengths (none: skip)")
     parser.add_argument("--features", default="lab", choices=["model", "lab", "both"],
                         help="source for the memory runs")
-    parser.add_argument("--config", default="default", choices=["default", "lab-floor"],
-                        help="memory runs: OneShotConfig(features=...) or OneShotConfig.lab_floor() (faster)")
+    parser.add_argument("--config", default="default", choices=["default", "lab-floor", "coarse"],
+                        help="memory runs: OneShotConfig(features=...), .lab_floor(), or a coarse Lab grid")
     parser.add_argument("--speed-frames", type=int, default=8, help="frames timed per feature source (0: skip)")
     parser.add_argument("--speed-features", nargs="+", default=["model", "model:bfloat16", "lab", "both"])
     parser.add_argument("--threads", type=int, default=2,
