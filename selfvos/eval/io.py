@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import sys
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -194,9 +195,15 @@ def evaluate_folders(
         outcomes = [_score_or_error(job) for job in jobs]
     else:
         methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_single_threaded_worker) as pool:
-            outcomes = list(pool.map(_score_or_error, jobs))
+        if "torch" in sys.modules or "fork" not in methods:
+            # forking a process whose torch thread pools already ran can deadlock the children (evaluating
+            # inside a training or segmentation script); OpenCV and numpy release the GIL, so threads scale too
+            with ThreadPoolExecutor(n_workers) as pool:
+                outcomes = list(pool.map(_score_or_error, jobs))
+        else:
+            context = multiprocessing.get_context("fork")
+            with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_single_threaded_worker) as pool:
+                outcomes = list(pool.map(_score_or_error, jobs))
     results: Dict[str, SequenceResult] = {}
     for outcome in outcomes:
         if isinstance(outcome, tuple):
