@@ -21,6 +21,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from PIL import Image
 
+from selfvos.atomic import replace_dir
 from selfvos.data.video import VideoCollection
 from selfvos.errors import PathLike, SelfvosInputError
 
@@ -103,15 +104,9 @@ def staging_path(dst: Path) -> Path:
 def commit_staged(staged: Path, dst: Path, *, overwrite: bool) -> None:
     """Rename a finished ``staged`` tree to ``dst``; with ``overwrite`` an old ``dst`` is replaced only
     after the new one is complete."""
-    old = None
-    if dst.exists():
-        if not overwrite:
-            raise SelfvosInputError(dst, "already exists (pass overwrite=True / --overwrite to replace it)")
-        old = dst.with_name(f"{dst.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(dst, old)
-    os.replace(staged, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    if dst.exists() and not overwrite:
+        raise SelfvosInputError(dst, "already exists (pass overwrite=True / --overwrite to replace it)")
+    replace_dir(staged, dst)
 
 
 def export_davis(

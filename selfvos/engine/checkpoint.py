@@ -10,7 +10,6 @@ Two kinds of checkpoint, for two readers:
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import uuid
@@ -22,6 +21,7 @@ import torch
 from safetensors.torch import load_file, load_model, save_model
 from torch import nn
 
+from selfvos.atomic import replace_dir  # noqa: F401  (re-exported: the trainer and tests use it from here)
 from selfvos.errors import SelfvosInputError
 
 STEP_DIR = re.compile(r"^step_(\d{7,})$")
@@ -70,18 +70,6 @@ def latest_checkpoint(root: Union[str, Path]) -> Optional[Path]:
     """The newest complete ``step_XXXXXXX`` folder under ``root``, or None."""
     found = list_checkpoints(root)
     return found[-1][1] if found else None
-
-
-def replace_dir(src: Union[str, Path], dst: Union[str, Path]) -> None:
-    """Move the finished folder ``src`` to ``dst``, replacing any old ``dst``; ``dst`` is never half-written."""
-    src, dst = Path(src), Path(dst)
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(dst, old)
-    os.replace(src, dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def export_modules(
