@@ -131,7 +131,6 @@ def test_segment_dataset_zero_shot_reads_no_annotation(checkpoint, davis_root, t
     assert sorted(p.stem for p in (out / "synthetic_0001").glob("*.png")) == [f"{i:05d}" for i in range(6)]
 
 
-@pytest.mark.slow
 def test_segment_dataset_one_shot_with_the_real_propagator(checkpoint, tmp_path, monkeypatch):
     root = shared_path("davis2017-multi")
     reads = record_mask_reads(monkeypatch)

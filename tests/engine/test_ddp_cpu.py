@@ -29,7 +29,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 def test_two_process_ddp_equals_one_process(tmp_path):
     ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
     ddp_out.mkdir()
