@@ -1,6 +1,6 @@
 """MuG multi-granularity self-supervised pretraining.
 
-    accelerate launch recipes/mug_pretrain.py                                   # built-in synthetic videos, ~5 min on 2 CPU cores
+    accelerate launch recipes/mug_pretrain.py                                   # built-in synthetic videos, ~6 min on 2 CPU cores
     accelerate launch recipes/mug_pretrain.py --config recipes/configs/mug_davis16_cpu.yaml
     accelerate launch recipes/mug_pretrain.py --data video:my_videos/ --train.max_steps 2000
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 recipes/mug_pretrain.py   # 2-process DDP on CPU
@@ -9,6 +9,7 @@ Same as ``selfvos pretrain``. Writes ``<train.output_dir>/model`` (load it with 
 resumable checkpoints, the pseudo-label rounds and an MLflow run (``sqlite:///<output_dir>/mlflow.db``).
 """
 import argparse
+import logging
 import sys
 
 from selfvos.cli.pretrain import add_arguments, run
@@ -19,6 +20,7 @@ def main(argv=None) -> int:
     add_arguments(parser)
     args, overrides = parser.parse_known_args(argv)
     args.overrides = overrides
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     return run(args)
 
 
