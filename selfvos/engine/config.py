@@ -36,6 +36,7 @@ class TrainConfig:
     grad_clip: Optional[float] = 1.0  # max global L2 norm; None = no clipping
     seed: int = 0
     num_workers: int = 0
+    cpu_threads: Optional[int] = None  # torch threads per process on CPU; None = cores / local processes
     log_every: int = 10
     save_every: int = 0  # optimizer steps between resumable checkpoints; 0 = only at the end of a round
     keep_checkpoints: Optional[int] = None  # keep only the newest N resumable checkpoints; None = all
@@ -76,6 +77,20 @@ def resolve_mixed_precision(choice: str) -> str:
     if not torch.cuda.is_available():
         return "no"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+def resolve_cpu_threads(threads: Optional[int], local_processes: int) -> int:
+    """Threads for one CPU training process: ``threads``, or the machine's cores shared evenly.
+
+    ``accelerate launch`` exports ``OMP_NUM_THREADS=1`` when the user did not set it, which would leave a
+    single-process CPU run on one core; the engine sets torch's thread count explicitly instead.
+    """
+    if threads is not None:
+        if threads < 1:
+            raise ValueError(f"train.cpu_threads must be >= 1, got {threads}")
+        return threads
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, local_processes))
 
 
 def resolve_tracking_uri(uri: Optional[str], output_dir: str) -> Optional[str]:

@@ -13,6 +13,7 @@ one. Datasets should derive their own randomness from the index (``set_epoch`` i
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Union
@@ -29,7 +30,7 @@ from selfvos.config import to_dict
 from selfvos.engine.checkpoint import (
     TrainingState, export_modules, latest_checkpoint, list_checkpoints, replace_dir, step_dir_name,
 )
-from selfvos.engine.config import TrainConfig, resolve_mixed_precision, resolve_tracking_uri
+from selfvos.engine.config import TrainConfig, resolve_cpu_threads, resolve_mixed_precision, resolve_tracking_uri
 from selfvos.engine.optim import build_optimizer, build_scheduler
 from selfvos.engine.tracking import ExperimentTracker
 from selfvos.errors import SelfvosInputError
@@ -67,13 +68,17 @@ class TrainStep(nn.Module):
 
 def build_accelerator(cfg: TrainConfig) -> Accelerator:
     """An ``Accelerator`` set up for step-counted training with seeded, resumable data order."""
-    return Accelerator(
+    accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
         gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=cfg.grad_accum, sync_with_dataloader=False),
         project_config=ProjectConfiguration(project_dir=cfg.output_dir, automatic_checkpoint_naming=False),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
         step_scheduler_with_optimizer=False,  # we step it once per update, not once per process
     )
+    if accelerator.device.type == "cpu":
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
+        torch.set_num_threads(resolve_cpu_threads(cfg.cpu_threads, local))
+    return accelerator
 
 
 def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
