@@ -3,6 +3,7 @@ whether every enabled loss falls on real video.
 
     python benchmarks/pretrain_davis16.py --train          # pretrain with recipes/configs/mug_davis16_cpu.yaml first
     python benchmarks/pretrain_davis16.py                  # score an existing run (runs/mug_davis16_cpu)
+    python benchmarks/pretrain_davis16.py --relabel        # + one more relabel pass by the exported model
 
 Pseudo-mask J: every 10th frame, mean over the 30 sequences of per-frame J (soft >= 0.5 vs GT > 0), computed
 here for manifold ranking (``mr``) and ``motion`` alone, and read back from the run's pseudo-label store for
@@ -49,6 +50,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(CONFIG))
     parser.add_argument("--train", action="store_true", help="run the pretraining first (resumes if interrupted)")
+    parser.add_argument("--relabel", action="store_true",
+                        help="relabel every video with the exported model into the next store round (the same "
+                             "ModelRelabeler + generate_pseudo_labels the training callback runs after each round)")
     parser.add_argument("--frame-step", type=int, default=10)
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
@@ -76,6 +80,21 @@ def main(argv=None) -> int:
         print(f"no pseudo-label rounds in {cfg.store_dir}: run with --train first", file=sys.stderr)
         return 1
 
+    if args.relabel:
+        import torch
+
+        import selfvos
+        from selfvos.engine.bootstrap_callback import RoundMaskProvider
+        from selfvos.pretrain.bootstrap import ModelRelabeler
+        from selfvos.pseudo import generate_pseudo_labels
+
+        last = store.latest_round()
+        model = selfvos.from_pretrained(Path(cfg.train.output_dir) / "model").eval()
+        relabeler = ModelRelabeler(model, cfg.clip.size, cfg.bootstrap, previous=RoundMaskProvider(store, last),
+                                   round_index=last)
+        with torch.inference_mode():
+            generate_pseudo_labels(collection, store, last + 1, relabeler, frame_step=cfg.pseudo.frame_step,
+                                   eval_gt=False)
     rows = {}
     for method in ("mr", "motion"):
         labeler = PSEUDO_LABELERS.create(method)
