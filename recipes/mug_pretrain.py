@@ -1,6 +1,6 @@
 """MuG multi-granularity self-supervised pretraining.
 
-    accelerate launch recipes/mug_pretrain.py                                   # built-in synthetic videos, ~6 min on 2 CPU cores
+    accelerate launch recipes/mug_pretrain.py                                   # built-in synthetic videos, ~5 min on 2 CPU cores
     accelerate launch recipes/mug_pretrain.py --config recipes/configs/mug_davis16_cpu.yaml
     accelerate launch recipes/mug_pretrain.py --data video:my_videos/ --train.max_steps 2000
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 recipes/mug_pretrain.py   # 2-process DDP on CPU
