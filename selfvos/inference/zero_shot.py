@@ -11,8 +11,16 @@ Per frame t (features at 1/stride of the encode size, ``Q`` query cells, ``R`` c
    i.e. exactly ``sigmoid(rho(Z))``; ``"probability"`` carries probabilities);
 3. ``s_t = (1 - lambda) p_t + lambda mean_r c_r`` with ``lambda = reference_weight``: the untrained COSNet
    gate/fusion head is replaced by this constant gate until a fusion head is trained;
-4. temporal consistency: EMA ``q_t = (1 - m) s_t + m q_{t-1}`` (``temporal_momentum`` m, 0 = off);
-5. bilinear upsampling to the frame, threshold, keep the ``max_components`` largest connected components.
+4. motion cue (``motion_weight`` mu > 0): bilinear upsampling to the encoded frame, then
+   ``s_t = (1 - mu) s_t + mu M_t`` with ``M_t`` the camera-compensated motion saliency of
+   :class:`selfvos.pseudo.MotionSaliency` from DIS flow to the previous frame (online; the next one too
+   offline, geometric mean) -- the same classical, label-free cue the pseudo-labels and the bootstrap
+   relabeling fuse with the frame head; the first frame of an online run has no motion and uses ``s_t``;
+5. temporal consistency: EMA ``q_t = (1 - m) s_t + m q_{t-1}`` (``temporal_momentum`` m, 0 = off);
+6. optional refinement (``grabcut_iterations`` > 0): threshold + largest components + hole filling, then
+   GrabCut on the encoded frame (:func:`selfvos.pseudo.fusion.grabcut_refine`, as the relabeling does)
+   snaps the stride-8 mask to image edges; the soft map is made consistent with the refined mask;
+7. bilinear upsampling to the frame, threshold, keep the ``max_components`` largest connected components.
 
 Modes: ``online`` (causal; the references are the last ``num_references`` cached frames, one taken every
 ``reference_stride`` frames, a bounded deque) and ``offline`` (``num_references`` frames evenly spaced over
@@ -59,6 +67,8 @@ class ZeroShotConfig:
     max_components: int = 2
     min_component_ratio: float = 0.1
     input_max_side: Optional[int] = 432
+    motion_weight: float = 0.0
+    grabcut_iterations: int = 0
 
     def validate(self) -> "ZeroShotConfig":
         if self.mode not in MODES:
@@ -67,19 +77,23 @@ class ZeroShotConfig:
             raise ValueError(f"zero-shot carry must be one of {CARRY}, got {self.carry!r}")
         if self.num_references < 0 or self.reference_stride < 1:
             raise ValueError("num_references must be >= 0 and reference_stride >= 1")
-        for name in ("reference_weight", "temporal_momentum", "threshold"):
+        if self.grabcut_iterations < 0:
+            raise ValueError(f"grabcut_iterations must be >= 0, got {self.grabcut_iterations}")
+        for name in ("reference_weight", "temporal_momentum", "threshold", "motion_weight"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         return self
 
 
 class EncodedFrame(NamedTuple):
-    """What the cache keeps of one frame: embedding (D, h, w), frame-head logit and probability (h, w)."""
+    """What the cache keeps of one frame: embedding (D, h, w), frame-head logit and probability (h, w),
+    and the frame as encoded, (H', W', 3) uint8 (for the motion cue and the refinement)."""
 
     embedding: torch.Tensor
     logit: torch.Tensor
     probability: torch.Tensor
     size: Tuple[int, int]  # (H, W) of the original frame
+    image: np.ndarray
 
 
 def carry_reference_foreground(model: "MuGModel", query: torch.Tensor, references: torch.Tensor,
@@ -125,7 +139,7 @@ def keep_largest_components(mask: np.ndarray, max_components: int, min_ratio: fl
 
 
 class ZeroShotSegmenter:
-    """Frame head + co-attention zero-shot segmentation; holds the per-video state, never weights.
+    """Frame head + co-attention (+ motion) zero-shot segmentation; holds the per-video state, never weights.
 
     >>> seg = ZeroShotSegmenter(model, ZeroShotConfig(mode="online"))
     >>> probs = seg.step(frame)                      # (2, H, W): background, foreground
@@ -137,12 +151,18 @@ class ZeroShotSegmenter:
     def __init__(self, model: "MuGModel", cfg: Optional[ZeroShotConfig] = None) -> None:
         self.model = model.eval()
         self.cfg = (cfg or ZeroShotConfig()).validate()
+        self.motion = None
+        if self.cfg.motion_weight > 0:
+            from selfvos.pseudo.motion import MotionSaliency
+
+            self.motion = MotionSaliency()
         self.reset()
 
     def reset(self) -> None:
         """Forget the video: empty the reference cache and the temporal state."""
         self._cache: Deque[EncodedFrame] = deque(maxlen=max(self.cfg.num_references, 1))
-        self._previous: Optional[torch.Tensor] = None
+        self._previous: Optional[np.ndarray] = None
+        self._previous_image: Optional[np.ndarray] = None
         self._index = 0
 
     @property
@@ -152,16 +172,16 @@ class ZeroShotSegmenter:
     @torch.no_grad()
     def encode(self, frame: np.ndarray) -> EncodedFrame:
         """(H, W, 3) uint8 RGB -> :class:`EncodedFrame` (one backbone call at ``input_max_side``)."""
-        small = shrink_frame(np.asarray(frame), self.cfg.input_max_side)
-        image = torch.from_numpy(np.ascontiguousarray(small)).to(self.device).permute(2, 0, 1)[None].float() / 255
+        small = np.ascontiguousarray(shrink_frame(np.asarray(frame), self.cfg.input_max_side))
+        image = torch.from_numpy(small).to(self.device).permute(2, 0, 1)[None].float() / 255
         features = self.model.encode(image)  # (1, C, h, w)
         logit = self.model.frame_logits(features)[0, 0].float()
         embedding = self.model.embed(features)[0]
-        return EncodedFrame(embedding, logit, torch.sigmoid(logit), tuple(frame.shape[:2]))
+        return EncodedFrame(embedding, logit, torch.sigmoid(logit), tuple(frame.shape[:2]), small)
 
     @torch.no_grad()
     def score(self, query: EncodedFrame, references: Sequence[EncodedFrame]) -> torch.Tensor:
-        """Fused foreground probability before temporal smoothing, (h, w) at feature resolution."""
+        """Fused foreground probability of frame head and co-attention, (h, w) at feature resolution."""
         if not references or self.cfg.reference_weight == 0:
             return query.probability
         embeddings = torch.stack([r.embedding for r in references])
@@ -172,22 +192,44 @@ class ZeroShotSegmenter:
         weight = self.cfg.reference_weight
         return (1 - weight) * query.probability + weight * carried
 
-    def _smooth_and_upsample(self, probability: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
-        """EMA with the previous frame, then (h, w) -> (2, H, W) background/foreground probabilities."""
-        m = self.cfg.temporal_momentum
-        if self._previous is not None and m > 0 and self._previous.shape == probability.shape:
-            probability = (1 - m) * probability + m * self._previous
-        self._previous = probability
-        fg = F.interpolate(probability[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
-        fg = fg.clamp(0, 1).cpu()
+    def _finish(self, query: EncodedFrame, references: Sequence[EncodedFrame],
+                neighbours: Sequence[np.ndarray]) -> torch.Tensor:
+        """Steps 2-7 of the module docstring for one frame -> (2, H, W) background/foreground probabilities.
+
+        ``neighbours``: encoded images of the frames the motion cue compares against (may be empty).
+        """
+        from selfvos.pseudo.base import upsample_map
+        from selfvos.pseudo.fusion import fill_holes, grabcut_refine, keep_largest_components as keep_components
+        from selfvos.pseudo.fusion import soft_from_binary
+        from selfvos.pseudo.flow import dis_flow
+
+        cfg = self.cfg
+        work = query.image.shape[:2]
+        p = upsample_map(self.score(query, references).cpu().numpy(), work)
+        if self.motion is not None and neighbours:
+            motion = self.motion.score_from_flows([dis_flow(query.image, n, self.motion.preset) for n in neighbours])
+            p = (1 - cfg.motion_weight) * p + cfg.motion_weight * motion
+        m = cfg.temporal_momentum
+        if self._previous is not None and m > 0 and self._previous.shape == p.shape:
+            p = (1 - m) * p + m * self._previous
+        self._previous = p
+        if cfg.grabcut_iterations > 0:
+            binary = fill_holes(keep_components(p >= cfg.threshold, cfg.min_component_ratio))
+            binary = grabcut_refine(query.image, binary, p, iterations=cfg.grabcut_iterations)
+            binary = fill_holes(keep_components(binary, cfg.min_component_ratio))
+            # consistent with the refined mask at `threshold` (soft_from_binary's boundary is 0.5)
+            p = soft_from_binary(np.clip(p - cfg.threshold + 0.5, 0, 1), binary) + cfg.threshold - 0.5
+        fg = torch.from_numpy(upsample_map(p, query.size))
         return torch.stack([1 - fg, fg])
 
     def step(self, frame: np.ndarray) -> torch.Tensor:
         """Online (causal) step: (H, W, 3) uint8 -> (2, H, W) float32 probabilities (background, foreground)."""
         encoded = self.encode(frame)
-        probabilities = self._smooth_and_upsample(self.score(encoded, list(self._cache)), encoded.size)
+        previous = [] if self._previous_image is None else [self._previous_image]
+        probabilities = self._finish(encoded, list(self._cache), previous)
         if self.cfg.num_references and self._index % self.cfg.reference_stride == 0:
             self._cache.append(encoded)
+        self._previous_image = encoded.image
         self._index += 1
         return probabilities
 
@@ -209,7 +251,17 @@ class ZeroShotSegmenter:
         cache: Dict[int, EncodedFrame] = {
             i: self.encode(video.frame(i)) for i in offline_reference_indices(len(video), self.cfg.num_references)
         }
+        shrunk: Dict[int, np.ndarray] = {}  # encoded-size images of t - 1 .. t + 1 for the motion cue
+
+        def small(i: int) -> np.ndarray:
+            if i not in shrunk:
+                shrunk[i] = shrink_frame(video.frame(i), self.cfg.input_max_side)
+            return shrunk[i]
+
         for t in frames:
-            encoded = cache[t] if t in cache else self.encode(video.frame(t))
+            current = cache[t] if t in cache else self.encode(video.frame(t))
+            shrunk[t] = current.image
+            neighbours = [] if self.motion is None else [small(j) for j in (t - 1, t + 1) if 0 <= j < len(video)]
+            shrunk.pop(t - 1, None)
             references = [e for i, e in cache.items() if i != t]
-            yield self.to_mask(self._smooth_and_upsample(self.score(encoded, references), encoded.size))
+            yield self.to_mask(self._finish(current, references, neighbours))

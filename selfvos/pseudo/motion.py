@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -102,22 +102,24 @@ class MotionSaliency(PseudoLabeler):
         gap = max(1, min(self.frame_gap, n - 1))
         return [j for j in (index + gap, index - gap) if 0 <= j < n and j != index]
 
-    def scores(self, video: LazyVideo, index: int) -> List[np.ndarray]:
-        """One (h, w) soft score per neighbour, at the flow's working resolution."""
-        out = []
-        for j in self.neighbours(video, index):
-            flow = self.flow(video, index, j)
+    def score_from_flows(self, flows: Sequence[np.ndarray]) -> np.ndarray:
+        """Soft motion score (h, w) of one frame from its flows to one or more neighbours, each (h, w, 2)
+        at the same working resolution: per-flow residual scores, combined by their geometric mean.
+        No flow (a single-frame video) gives an empty (0, 0) map."""
+        scores = []
+        for flow in flows:
             scale = max(flow.shape[:2]) / 480.0
             residual = motion_residual(flow, model=self.model, grid_step=self.grid_step, ransac_px=self.ransac_px * scale)
-            out.append(residual_score(residual, min_motion_px=self.min_motion_px * scale))
-        return out
+            scores.append(residual_score(residual, min_motion_px=self.min_motion_px * scale))
+        if len(scores) <= 1:
+            return scores[0] if scores else np.zeros((0, 0), np.float32)
+        return np.exp(np.mean([np.log(s + 1e-6) for s in scores], axis=0)).astype(np.float32)
 
     def __call__(self, video: LazyVideo, index: int) -> np.ndarray:
         size = video.frame(index).shape[:2]
-        scores = self.scores(video, index)
-        if not scores:  # a single-frame video has no motion
+        combined = self.score_from_flows([self.flow(video, index, j) for j in self.neighbours(video, index)])
+        if combined.size == 0:  # a single-frame video has no motion
             return np.zeros(size, np.float32)
-        combined = np.exp(np.mean([np.log(s + 1e-6) for s in scores], axis=0)) if len(scores) > 1 else scores[0]
         return upsample_map(combined, size)
 
     def config(self) -> Dict[str, object]:
