@@ -6,8 +6,10 @@
 
 Every variant segments the 4 val-dev sequences into palette PNGs (one-shot reads only each first-frame
 annotation), which are scored with the official-parity evaluator (``selfvos.eval``). Variants:
-- zero-shot: frame head + co-attention with N=5 references (online, causal), offline references, and without
-  co-attention references (N=0);
+- zero-shot: the default ``ZeroShotConfig`` (frame head + co-attention with N=5 references, online/causal, +
+  motion cue + GrabCut), offline references, and without each part: co-attention references (N=0), the
+  motion cue, GrabCut, all three (the frame head alone); the round-0 pseudo-label engine alone (manifold
+  ranking + motion + GrabCut, no learning) is the floor the model has to add to;
 - one-shot: label propagation on the model features, on raw Lab colour (the no-learning floor of BRIEF 7),
   and both; first-frame copy as the trivial floor;
 - ``--no-bootstrap-checkpoint``: the same tasks with the weights at the end of the first training round
@@ -18,6 +20,7 @@ copy 33.2 on val-dev. Writes ``benchmarks/results/davis16.json`` and prints a ta
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import sys
@@ -63,6 +66,13 @@ def run_variant(model, collection, task: str, out: Path, **settings) -> Dict[str
         first = first_frame_mask(video) if task != "zero-shot" else None
         if task == "copy":
             masks = [first] * len(video)
+        elif task == "pseudo":
+            from selfvos.pseudo.fusion import FusedSaliency
+
+            labeler = FusedSaliency(**settings)
+            start = time.perf_counter()
+            masks = [labeler(video, t) >= 0.5 for t in range(len(video))]
+            seconds += time.perf_counter() - start
         else:
             segmenter = Segmenter(model, task, **settings)
             start = time.perf_counter()
@@ -80,10 +90,19 @@ def variants(model) -> Dict[str, tuple]:
     from selfvos.inference.one_shot import OneShotConfig
     from selfvos.inference.zero_shot import ZeroShotConfig
 
+    zs = ZeroShotConfig()  # online, N=5 refs, motion cue, GrabCut
+
+    def zero_shot(**changes) -> tuple:
+        return "zero-shot", {"zero_shot": dataclasses.replace(zs, **changes)}
+
     return {
-        "zero-shot (online, N=5 refs)": ("zero-shot", {"zero_shot": ZeroShotConfig(mode="online")}),
-        "zero-shot (offline, N=5 refs)": ("zero-shot", {"zero_shot": ZeroShotConfig(mode="offline")}),
-        "zero-shot without co-attention refs": ("zero-shot", {"zero_shot": ZeroShotConfig(num_references=0)}),
+        "zero-shot (online, N=5 refs)": zero_shot(),
+        "zero-shot (offline, N=5 refs)": zero_shot(mode="offline"),
+        "zero-shot without co-attention refs": zero_shot(num_references=0),
+        "zero-shot without motion cue": zero_shot(motion_weight=0.0),
+        "zero-shot without GrabCut": zero_shot(grabcut_iterations=0),
+        "zero-shot frame head alone": zero_shot(num_references=0, motion_weight=0.0, grabcut_iterations=0),
+        "pseudo-label engine alone (no learning)": ("pseudo", {"max_side": 432}),
         "one-shot (model features)": ("one-shot", {"one_shot": OneShotConfig(features="model")}),
         "one-shot (model + Lab)": ("one-shot", {"one_shot": OneShotConfig(features="both")}),
         "one-shot (Lab only, no learning)": ("one-shot", {"one_shot": OneShotConfig.lab_floor()}),
@@ -128,7 +147,7 @@ def main(argv=None) -> int:
             for name, (task, settings) in variants(model).items():
                 if wanted and not any(w in name for w in wanted):
                     continue
-                if model_name != "bootstrapped" and ("Lab only" in name or task == "copy"):
+                if model_name != "bootstrapped" and ("Lab only" in name or task in ("copy", "pseudo")):
                     continue  # these do not depend on the weights
                 key = name if model_name == "bootstrapped" else f"{name} [{model_name}]"
                 with torch.inference_mode():

@@ -36,10 +36,13 @@ from typing import TYPE_CHECKING, Deque, Dict, Iterator, List, NamedTuple, Optio
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from selfvos.data.image_io import shrink_frame
 from selfvos.data.video import LazyVideo
+from selfvos.pseudo import fusion
+from selfvos.pseudo.base import upsample_map
+from selfvos.pseudo.flow import dis_flow
+from selfvos.pseudo.motion import MotionSaliency
 
 if TYPE_CHECKING:
     from selfvos.pretrain.model import MuGModel
@@ -53,8 +56,11 @@ class ZeroShotConfig:
     """Zero-shot inference settings (see the module docstring for the formula).
 
     input_max_side: frames are shrunk (area) so the longer side is at most this before encoding; outputs
-        are upsampled back to the frame size. 432 keeps 854x480 at >= 4 frames/s on 2 CPU cores with the
-        default ResNet-18/layer3 model; None encodes at full size.
+        are upsampled back to the frame size; None encodes at full size. The motion cue and GrabCut work
+        at this size too.
+    motion_weight, grabcut_iterations: the label-free cues (steps 4 and 6); the defaults 0.5 and 3 are
+        the bootstrap relabeling's, chosen on DAVIS-2016 *train* (``selfvos.pretrain.bootstrap``), never
+        on an evaluation set. 0 switches either off.
     """
 
     mode: str = "online"
@@ -67,8 +73,8 @@ class ZeroShotConfig:
     max_components: int = 2
     min_component_ratio: float = 0.1
     input_max_side: Optional[int] = 432
-    motion_weight: float = 0.0
-    grabcut_iterations: int = 0
+    motion_weight: float = 0.5
+    grabcut_iterations: int = 3
 
     def validate(self) -> "ZeroShotConfig":
         if self.mode not in MODES:
@@ -153,8 +159,6 @@ class ZeroShotSegmenter:
         self.cfg = (cfg or ZeroShotConfig()).validate()
         self.motion = None
         if self.cfg.motion_weight > 0:
-            from selfvos.pseudo.motion import MotionSaliency
-
             self.motion = MotionSaliency()
         self.reset()
 
@@ -198,11 +202,6 @@ class ZeroShotSegmenter:
 
         ``neighbours``: encoded images of the frames the motion cue compares against (may be empty).
         """
-        from selfvos.pseudo.base import upsample_map
-        from selfvos.pseudo.fusion import fill_holes, grabcut_refine, keep_largest_components as keep_components
-        from selfvos.pseudo.fusion import soft_from_binary
-        from selfvos.pseudo.flow import dis_flow
-
         cfg = self.cfg
         work = query.image.shape[:2]
         p = upsample_map(self.score(query, references).cpu().numpy(), work)
@@ -214,11 +213,11 @@ class ZeroShotSegmenter:
             p = (1 - m) * p + m * self._previous
         self._previous = p
         if cfg.grabcut_iterations > 0:
-            binary = fill_holes(keep_components(p >= cfg.threshold, cfg.min_component_ratio))
-            binary = grabcut_refine(query.image, binary, p, iterations=cfg.grabcut_iterations)
-            binary = fill_holes(keep_components(binary, cfg.min_component_ratio))
+            binary = fusion.fill_holes(fusion.keep_largest_components(p >= cfg.threshold, cfg.min_component_ratio))
+            binary = fusion.grabcut_refine(query.image, binary, p, iterations=cfg.grabcut_iterations)
+            binary = fusion.fill_holes(fusion.keep_largest_components(binary, cfg.min_component_ratio))
             # consistent with the refined mask at `threshold` (soft_from_binary's boundary is 0.5)
-            p = soft_from_binary(np.clip(p - cfg.threshold + 0.5, 0, 1), binary) + cfg.threshold - 0.5
+            p = fusion.soft_from_binary(np.clip(p - cfg.threshold + 0.5, 0, 1), binary) + cfg.threshold - 0.5
         fg = torch.from_numpy(upsample_map(p, query.size))
         return torch.stack([1 - fg, fg])
 

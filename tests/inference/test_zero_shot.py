@@ -78,7 +78,8 @@ def test_carry_follows_the_matching_cell():
 
 def test_fusion_weight_and_temporal_ema(model, video):
     m, lam = 0.3, 0.4
-    seg = ZeroShotSegmenter(model, ZeroShotConfig(reference_weight=lam, temporal_momentum=m, reference_stride=1))
+    seg = ZeroShotSegmenter(model, ZeroShotConfig(reference_weight=lam, temporal_momentum=m, reference_stride=1,
+                                                  motion_weight=0.0, grabcut_iterations=0))
     e0, e1 = seg.encode(video.frame(0)), seg.encode(video.frame(1))
     with torch.no_grad():
         carried = carry_reference_foreground(model, e1.embedding, e0.embedding[None], e0.probability[None])
@@ -217,7 +218,7 @@ def test_motion_weight_mixes_linearly(model, video):
 
     mu = 0.3
     seg = ZeroShotSegmenter(model, ZeroShotConfig(reference_weight=0.0, temporal_momentum=0.0, motion_weight=mu,
-                                                  input_max_side=None))
+                                                  input_max_side=None, grabcut_iterations=0))
     seg.step(video.frame(0))
     got = seg.step(video.frame(1))[1].numpy()
     encoded = seg.encode(video.frame(1))
