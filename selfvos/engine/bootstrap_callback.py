@@ -61,6 +61,8 @@ class RelabelCallback(Callback):
         from selfvos.pretrain.bootstrap import ModelRelabeler
         from selfvos.pseudo import generate_pseudo_labels
 
+        if round_index + 1 >= self.cfg.bootstrap.rounds and not self.cfg.bootstrap.relabel_after_last:
+            return
         acc = trainer.accelerator
         acc.wait_for_everyone()
         if acc.is_main_process:

@@ -52,6 +52,7 @@ class BootstrapConfig:
     min_component_fraction: float = 0.2
     grabcut_iterations: int = 3  # 0 = no colour refinement
     batch_size: int = 8  # frames per forward pass while relabeling
+    relabel_after_last: bool = True  # False: no relabel pass after the final round (nothing trains on it)
 
     def __post_init__(self) -> None:
         if self.rounds < 1:

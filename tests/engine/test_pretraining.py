@@ -49,6 +49,13 @@ def test_cli_smoke_run_writes_rounds_model_and_mlflow_run(tmp_path):
     assert sorted(artifacts) == [f"pseudo_labels/round_00{r}.png" for r in (0, 1, 2)]
 
 
+def test_no_relabel_after_the_last_round_when_switched_off(tmp_path):
+    """relabel_after_last=False: round 1 is still relabeled (round 2 trains on it), nothing after round 2."""
+    out = run_pretraining(tiny_config(tmp_path / "run", **{"bootstrap.relabel_after_last": False}))
+    assert PseudoLabelStore(tmp_path / "run" / "pseudo_labels").rounds() == [0, 1]
+    assert (out / "model.safetensors").is_file()
+
+
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     from selfvos.engine import trainer as trainer_module
 

@@ -1,0 +1,108 @@
+"""Ablation of the MuG granularities: short pretraining runs on DAVIS-2016 train that differ only in one
+switched-off objective, each scored zero-shot and one-shot on davis2016-val-dev (854x480).
+
+    python benchmarks/granularity_ablation.py --store runs/mug_davis16_cpu/pseudo_labels --steps 400
+
+Every run starts from ``recipes/configs/mug_davis16_cpu.yaml`` and changes only: ``train.max_steps`` =
+``--steps``, one bootstrapping round without a relabel pass (``bootstrap.rounds 1``,
+``bootstrap.relabel_after_last false``: these runs measure what each objective adds to the backbone, not the
+relabeling, which ``davis16.py --no-bootstrap-checkpoint`` ablates), the same seed, and the round-0 pseudo-masks
+read from ``--store`` (the fused masks of a finished ``mug_davis16_cpu`` run; only read, never written) so
+that every variant trains on identical labels. Variants: all four objectives, and without frame / tracking /
+matching / memory. Scored per variant (official protocol, ``selfvos.eval``): zero-shot with the default
+``ZeroShotConfig`` (frame head + co-attention + motion cue + GrabCut), the frame head alone (what the
+objectives themselves learned for zero-shot), and one-shot label propagation on the model features.
+Writes ``benchmarks/results/granularity_ablation.json`` and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from davis16 import CONFIG, DATA, REPO, run_variant  # noqa: E402
+
+OUT = REPO / "benchmarks" / "results" / "granularity_ablation.json"
+VARIANTS = {"all four": None, "without frame": "frame", "without tracking": "tracking",
+            "without matching": "matching", "without memory": "memory"}
+
+
+def pretrain_variant(term: str | None, steps: int, store: Path, out: Path) -> Path:
+    """Train one variant (resumes if its folder holds a partial run); returns the exported model folder."""
+    from selfvos.config import apply_overrides, load_yaml
+    from selfvos.engine.pretraining import PretrainConfig, run_pretraining
+
+    overrides: Dict[str, Any] = {
+        "train.max_steps": steps, "train.save_every": max(1, steps // 2), "train.output_dir": str(out),
+        "bootstrap.rounds": 1, "bootstrap.relabel_after_last": False, "pseudo.store": str(store),
+    }
+    if term is not None:
+        overrides[f"objective.{term}"] = False
+    return run_pretraining(apply_overrides(load_yaml(PretrainConfig, CONFIG), overrides))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", default=str(REPO / "runs" / "mug_davis16_cpu" / "pseudo_labels"),
+                        help="pseudo-label store whose round 0 every variant trains on (read only)")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--runs", default=str(REPO / "runs" / "granularity_ablation"))
+    parser.add_argument("--only", default="", help="comma-separated subset of variant names (substring match)")
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args(argv)
+    store = Path(args.store)
+    if not DATA.is_dir() or not (store / "round_000").is_dir():
+        print(f"skipped: needs {DATA} and a finished round 0 in {store}", file=sys.stderr)
+        return 0
+    import torch
+
+    import selfvos
+    from selfvos.data.sources import open_source
+    from selfvos.inference.one_shot import OneShotConfig
+    from selfvos.inference.zero_shot import ZeroShotConfig
+
+    collection = open_source(f"davis:{DATA}")
+    zs = ZeroShotConfig()
+    tasks = {"zero-shot": ("zero-shot", {"zero_shot": zs}),
+             "zero-shot frame head alone": ("zero-shot", {"zero_shot": dataclasses.replace(
+                 zs, num_references=0, motion_weight=0.0, grabcut_iterations=0)}),
+             "one-shot": ("one-shot", {"one_shot": OneShotConfig(features="model")})}
+    wanted = [w for w in args.only.split(",") if w]
+    results: Dict[str, Dict[str, Any]] = {}
+    for name, term in VARIANTS.items():
+        if wanted and not any(w in name for w in wanted):
+            continue
+        start = time.perf_counter()
+        folder = pretrain_variant(term, args.steps, store, Path(args.runs) / name.replace(" ", "_"))
+        train_s = time.perf_counter() - start
+        torch.set_num_threads(2)  # the trainer may have changed it
+        model = selfvos.from_pretrained(folder).eval()
+        row: Dict[str, Any] = {"checkpoint": str(folder), "train_seconds": train_s}
+        with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+            for task_name, (task, settings) in tasks.items():
+                scores = run_variant(model, collection, task, Path(tmp) / task_name.replace(" ", "_"), **settings)
+                row[task_name] = {k: scores[k] for k in ("J&F", "J", "F", "per_sequence_JF")}
+        results[name] = row
+        print(f"{name:<18} " + "  ".join(f"{t} {row[t]['J&F']:5.1f}" for t in tasks), flush=True)
+    report = {"_about": {"data": "davis2016-val-dev (4 sequences, 854x480), official protocol",
+                         "steps": args.steps, "store": str(store), "config": str(CONFIG.relative_to(REPO)),
+                         "machine": platform.platform(), "date": time.strftime("%Y-%m-%d")},
+              "results": results}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(report, indent=2))
+    print(f"\n{'variant':<18} " + " ".join(f"{t:>28}" for t in tasks))
+    for name, row in results.items():
+        print(f"{name:<18} " + " ".join(f"{row[t]['J&F']:>28.1f}" for t in tasks))
+    print(f"J&F on davis2016-val-dev after {args.steps} pretraining steps per variant\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
