@@ -12,8 +12,9 @@ annotation), which are scored with the official-parity evaluator (``selfvos.eval
   ranking + motion + GrabCut, no learning) is the floor the model has to add to;
 - one-shot: label propagation on the model features, on raw Lab colour (the no-learning floor of BRIEF 7),
   and both; first-frame copy as the trivial floor;
-- ``--no-bootstrap-checkpoint``: the same tasks with the weights at the end of the first training round
-  (trained on the initial pseudo-masks only, before any relabeling; a resumable checkpoint folder).
+- ``--no-bootstrap-checkpoint``: the default zero-shot, the frame head alone and one-shot on model features
+  with the weights at the end of the first training round (trained on the initial pseudo-masks only, before
+  any relabeling; a resumable checkpoint folder).
 Published figures for reference: MuG zero-shot J&F 59.1, one-shot 64.7 (all 20 val sequences); first-frame
 copy 33.2 on val-dev. Writes ``benchmarks/results/davis16.json`` and prints a table.
 """
@@ -33,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "davis2016-val-dev"
 CONFIG = REPO / "recipes" / "configs" / "mug_davis16_cpu.yaml"
 OUT = REPO / "benchmarks" / "results" / "davis16.json"
+WEIGHT_ABLATED = ("zero-shot (online, N=5 refs)", "zero-shot frame head alone", "one-shot (model features)")
 PUBLISHED = {"zero-shot": 59.1, "one-shot": 64.7, "first-frame copy": 33.2}
 
 
@@ -147,8 +149,8 @@ def main(argv=None) -> int:
             for name, (task, settings) in variants(model).items():
                 if wanted and not any(w in name for w in wanted):
                     continue
-                if model_name != "bootstrapped" and ("Lab only" in name or task in ("copy", "pseudo")):
-                    continue  # these do not depend on the weights
+                if model_name != "bootstrapped" and name not in WEIGHT_ABLATED:
+                    continue  # the others do not depend on the weights, or ablate the inference side
                 key = name if model_name == "bootstrapped" else f"{name} [{model_name}]"
                 with torch.inference_mode():
                     results[key] = run_variant(model, collection, task, Path(tmp) / key.replace(" ", "_"), **settings)
