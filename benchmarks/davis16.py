@@ -16,7 +16,8 @@ annotation), which are scored with the official-parity evaluator (``selfvos.eval
   with the weights at the end of the first training round (trained on the initial pseudo-masks only, before
   any relabeling; a resumable checkpoint folder).
 Published figures for reference: MuG zero-shot J&F 59.1, one-shot 64.7 (all 20 val sequences); first-frame
-copy 33.2 on val-dev. Writes ``benchmarks/results/davis16.json`` and prints a table.
+copy 33.2 on val-dev. Writes ``benchmarks/results/davis16.json`` and prints a table; the default zero-shot and
+one-shot rows also go to ``davis16_model_card.json`` for ``selfvos push --benchmark-json``.
 """
 from __future__ import annotations
 
@@ -112,6 +113,17 @@ def variants(model) -> Dict[str, tuple]:
     }
 
 
+CARD_ROWS = {"zero-shot (online, N=5 refs)": "zero-shot-vos", "one-shot (model features)": "one-shot-vos"}
+
+
+def card_results(results: Dict[str, Dict[str, Any]], command: str) -> list:
+    """The default zero-shot and one-shot rows in the model-card format of ``selfvos.hub.card``
+    (``selfvos push --benchmark-json``)."""
+    return [{"task": task, "dataset": "DAVIS-2016", "split": "val-dev (4 sequences, 854x480)",
+             "metrics": {k: round(results[name][k], 2) for k in ("J&F", "J", "F")}, "command": command}
+            for name, task in CARD_ROWS.items() if name in results]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", help="exported model folder (selfvos.from_pretrained) or Hub id")
@@ -164,6 +176,10 @@ def main(argv=None) -> int:
               "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
+    command = "python benchmarks/davis16.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    card = card_results(results, command.strip())
+    if card:
+        Path(args.out).with_name(Path(args.out).stem + "_model_card.json").write_text(json.dumps(card, indent=2))
     print(f"\n{'variant':<52} {'J&F':>6} {'J':>6} {'F':>6} {'frames/s':>9}")
     for key, r in results.items():
         fps = f"{r['frames_per_s']:.2f}" if r["frames_per_s"] else "-"
