@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Deque, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Deque, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -196,15 +196,15 @@ class ZeroShotSegmenter:
         weight = self.cfg.reference_weight
         return (1 - weight) * query.probability + weight * carried
 
-    def _finish(self, query: EncodedFrame, references: Sequence[EncodedFrame],
-                neighbours: Sequence[np.ndarray]) -> torch.Tensor:
-        """Steps 2-7 of the module docstring for one frame -> (2, H, W) background/foreground probabilities.
+    def _fuse(self, query: EncodedFrame, references: Sequence[EncodedFrame],
+              neighbours: Sequence[np.ndarray]) -> np.ndarray:
+        """Steps 2-5 of the module docstring: (H', W') float32 foreground map at the encoded size, before
+        refinement. Updates the EMA state, so frames must come in order.
 
         ``neighbours``: encoded images of the frames the motion cue compares against (may be empty).
         """
         cfg = self.cfg
-        work = query.image.shape[:2]
-        p = upsample_map(self.score(query, references).cpu().numpy(), work)
+        p = upsample_map(self.score(query, references).cpu().numpy(), query.image.shape[:2])
         if self.motion is not None and neighbours:
             motion = self.motion.score_from_flows([dis_flow(query.image, n, self.motion.preset) for n in neighbours])
             p = (1 - cfg.motion_weight) * p + cfg.motion_weight * motion
@@ -212,6 +212,12 @@ class ZeroShotSegmenter:
         if self._previous is not None and m > 0 and self._previous.shape == p.shape:
             p = (1 - m) * p + m * self._previous
         self._previous = p
+        return p
+
+    def _refine(self, query: EncodedFrame, p: np.ndarray) -> torch.Tensor:
+        """Steps 6-7: GrabCut refinement (if on) and upsampling -> (2, H, W) background/foreground probabilities.
+        Stateless, so it may run in a worker thread while the next frame is fused."""
+        cfg = self.cfg
         if cfg.grabcut_iterations > 0:
             binary = fusion.fill_holes(fusion.keep_largest_components(p >= cfg.threshold, cfg.min_component_ratio))
             binary = fusion.grabcut_refine(query.image, binary, p, iterations=cfg.grabcut_iterations)
@@ -221,16 +227,20 @@ class ZeroShotSegmenter:
         fg = torch.from_numpy(upsample_map(p, query.size))
         return torch.stack([1 - fg, fg])
 
-    def step(self, frame: np.ndarray) -> torch.Tensor:
-        """Online (causal) step: (H, W, 3) uint8 -> (2, H, W) float32 probabilities (background, foreground)."""
+    def _online_fuse(self, frame: np.ndarray) -> Tuple[EncodedFrame, np.ndarray]:
+        """Encode + fuse one frame causally and update the reference cache and the motion state."""
         encoded = self.encode(frame)
         previous = [] if self._previous_image is None else [self._previous_image]
-        probabilities = self._finish(encoded, list(self._cache), previous)
+        p = self._fuse(encoded, list(self._cache), previous)
         if self.cfg.num_references and self._index % self.cfg.reference_stride == 0:
             self._cache.append(encoded)
         self._previous_image = encoded.image
         self._index += 1
-        return probabilities
+        return encoded, p
+
+    def step(self, frame: np.ndarray) -> torch.Tensor:
+        """Online (causal) step: (H, W, 3) uint8 -> (2, H, W) float32 probabilities (background, foreground)."""
+        return self._refine(*self._online_fuse(frame))
 
     def to_mask(self, probabilities: torch.Tensor) -> np.ndarray:
         """(2, H, W) probabilities -> (H, W) uint8 {0, 1}: threshold + largest-components clean-up."""
@@ -238,15 +248,32 @@ class ZeroShotSegmenter:
         return keep_largest_components(foreground, self.cfg.max_components, self.cfg.min_component_ratio)
 
     def segment_video(self, video: LazyVideo, progress: bool = False) -> Iterator[np.ndarray]:
-        """(H, W) uint8 {0, 1} mask per frame, in order, in the configured mode (state is reset first)."""
+        """(H, W) uint8 {0, 1} mask per frame, in order, in the configured mode (state is reset first).
+
+        The refinement of frame t runs in a worker thread while frame t + 1 is encoded and fused (OpenCV
+        releases the GIL); the masks are identical to stepping frame by frame.
+        """
+        from concurrent.futures import Future, ThreadPoolExecutor
+
         from tqdm.auto import tqdm
 
         self.reset()
         frames = tqdm(range(len(video)), desc=f"zero-shot {video.name}", unit="frame", disable=not progress)
         if self.cfg.mode == "online":
-            for t in frames:
-                yield self.to_mask(self.step(video.frame(t)))
-            return
+            fused = (self._online_fuse(video.frame(t)) for t in frames)
+        else:
+            fused = self._offline_fuse(video, frames)
+        pending: Optional[Future] = None
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            for encoded, p in fused:
+                if pending is not None:
+                    yield self.to_mask(pending.result())
+                pending = pool.submit(self._refine, encoded, p)
+            if pending is not None:
+                yield self.to_mask(pending.result())
+
+    def _offline_fuse(self, video: LazyVideo, frames: Iterable[int]) -> Iterator[Tuple[EncodedFrame, np.ndarray]]:
+        """Offline mode: references spread over the whole video, motion to both neighbours."""
         cache: Dict[int, EncodedFrame] = {
             i: self.encode(video.frame(i)) for i in offline_reference_indices(len(video), self.cfg.num_references)
         }
@@ -263,4 +290,4 @@ class ZeroShotSegmenter:
             neighbours = [] if self.motion is None else [small(j) for j in (t - 1, t + 1) if 0 <= j < len(video)]
             shrunk.pop(t - 1, None)
             references = [e for i, e in cache.items() if i != t]
-            yield self.to_mask(self._finish(current, references, neighbours))
+            yield current, self._fuse(current, references, neighbours)

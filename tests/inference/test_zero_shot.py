@@ -226,3 +226,14 @@ def test_motion_weight_mixes_linearly(model, video):
                                            align_corners=False)[0, 0].clamp(0, 1).numpy()
     motion = seg.motion.score_from_flows([dis_flow(video.frame(1), video.frame(0), seg.motion.preset)])
     np.testing.assert_allclose(got, np.clip((1 - mu) * head + mu * motion, 0, 1), atol=1e-5)
+
+
+def test_pipelined_segment_video_equals_stepping_frame_by_frame(model):
+    """segment_video refines frame t in a worker thread while t + 1 is fused: same masks as step() in order."""
+    video, _ = moving_square_video(num_frames=5)
+    cfg = ZeroShotConfig(num_references=2, reference_stride=1, input_max_side=None, grabcut_iterations=2)
+    seg = ZeroShotSegmenter(model, cfg)
+    stepped = [seg.to_mask(seg.step(video.frame(t))) for t in range(len(video))]
+    piped = list(ZeroShotSegmenter(model, cfg).segment_video(video))
+    assert len(piped) == len(stepped) == 5
+    assert all(np.array_equal(a, b) for a, b in zip(piped, stepped))
