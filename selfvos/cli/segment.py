@@ -2,7 +2,8 @@
 
     selfvos segment --checkpoint CKPT --input VIDEO_OR_FRAMES_DIR --out OUT_DIR [--first-mask MASK.png]
                     [--overlay OUT.mp4] [--task auto|zero-shot|one-shot] [--max-side N] [--device cpu|cuda]
-                    [--mode online|offline] [--references N] [--motion-weight W] [--grabcut ITERATIONS]
+                    [--mode online|offline] [--references N] [--reference-weight W] [--motion-weight W]
+                    [--grabcut ITERATIONS]
 
 Writes ``OUT_DIR/<frame name>.png`` (DAVIS-palette PNG of object ids) for every frame, named like the
 input frames (``00000`` ... for a video file). With ``--first-mask`` the mask of the first frame is
@@ -45,6 +46,9 @@ def add_common_options(p: argparse.ArgumentParser, tasks: tuple = ("auto", "zero
     p.add_argument("--mode", choices=("online", "offline"), default="online",
                    help="zero-shot references: online = past frames only, offline = spread over the whole video")
     p.add_argument("--references", type=int, default=5, help="zero-shot reference frames N (default 5)")
+    p.add_argument("--reference-weight", type=float, default=None,
+                   help="zero-shot: weight of the co-attention references against the frame head, 0 = off "
+                        "(default: ZeroShotConfig.reference_weight)")
     p.add_argument("--motion-weight", type=float, default=None,
                    help="zero-shot: weight of the camera-compensated optical-flow motion cue, 0 = off "
                         "(default: ZeroShotConfig.motion_weight)")
@@ -73,7 +77,8 @@ def make_segmenter(model: Any, args: argparse.Namespace, task: str) -> Any:
 
     from selfvos.inference.zero_shot import ZeroShotConfig
 
-    optional = {"motion_weight": args.motion_weight, "grabcut_iterations": args.grabcut}
+    optional = {"reference_weight": args.reference_weight, "motion_weight": args.motion_weight,
+                "grabcut_iterations": args.grabcut}
     zero_shot = ZeroShotConfig(mode=args.mode, num_references=args.references,
                                **{k: v for k, v in optional.items() if v is not None})
     return Segmenter(model, task, zero_shot=zero_shot, max_side=args.max_side)

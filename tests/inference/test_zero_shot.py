@@ -17,6 +17,7 @@ from selfvos.inference.zero_shot import (
     ZeroShotSegmenter,
     carry_reference_foreground,
     keep_largest_components,
+    mask_iou,
     offline_reference_indices,
 )
 from selfvos.pretrain import MuGConfig, MuGModel
@@ -128,7 +129,7 @@ def test_segment_video_writes_one_png_per_frame_and_encodes_each_frame_once(mode
 
 
 def test_online_is_causal_and_offline_never_uses_the_query(model, video, monkeypatch):
-    cfg = ZeroShotConfig(mode="online", num_references=2, reference_stride=1, threshold=0.45)
+    cfg = ZeroShotConfig(mode="online", num_references=2, reference_stride=1, reference_weight=0.5, threshold=0.45)
     full = list(ZeroShotSegmenter(model, cfg).segment_video(video))
     head = InMemoryVideo(video.load(range(6)))
     assert all(np.array_equal(a, b) for a, b in zip(full[:6], ZeroShotSegmenter(model, cfg).segment_video(head)))
@@ -231,9 +232,45 @@ def test_motion_weight_mixes_linearly(model, video):
 def test_pipelined_segment_video_equals_stepping_frame_by_frame(model):
     """segment_video refines frame t in a worker thread while t + 1 is fused: same masks as step() in order."""
     video, _ = moving_square_video(num_frames=5)
-    cfg = ZeroShotConfig(num_references=2, reference_stride=1, input_max_side=None, grabcut_iterations=2)
+    cfg = ZeroShotConfig(num_references=2, reference_stride=1, reference_weight=0.5, input_max_side=None,
+                         grabcut_iterations=2)
     seg = ZeroShotSegmenter(model, cfg)
     stepped = [seg.to_mask(seg.step(video.frame(t))) for t in range(len(video))]
     piped = list(ZeroShotSegmenter(model, cfg).segment_video(video))
     assert len(piped) == len(stepped) == 5
     assert all(np.array_equal(a, b) for a, b in zip(piped, stepped))
+
+
+@pytest.mark.parametrize("kept", [2, 30])
+def test_grabcut_that_loses_the_object_is_undone(model, monkeypatch, kept):
+    """GrabCut's mask replaces the coarse one only when their IoU is at least ``grabcut_min_iou``."""
+    from selfvos.inference import zero_shot
+
+    video, _ = moving_square_video(num_frames=2)
+    cfg = ZeroShotConfig(reference_weight=0.0, temporal_momentum=0.0, motion_weight=1.0, input_max_side=None,
+                         max_components=1, grabcut_iterations=1, grabcut_min_iou=0.3)
+    coarse = ZeroShotSegmenter(model, dataclasses.replace(cfg, grabcut_iterations=0))
+    coarse_mask = [coarse.to_mask(coarse.step(video.frame(t))) for t in range(2)][1].astype(bool)
+    assert coarse_mask.sum() > 500
+
+    def shrink(image, mask, soft, iterations):  # GrabCut "refines" the object down to its top `kept` rows
+        rows = np.flatnonzero(mask.any(1))
+        out = np.zeros_like(mask)
+        out[rows[0]:rows[0] + kept] = mask[rows[0]:rows[0] + kept]
+        return out
+
+    monkeypatch.setattr(zero_shot.fusion, "grabcut_refine", shrink)
+    seg = ZeroShotSegmenter(model, cfg)
+    got = [seg.to_mask(seg.step(video.frame(t))) for t in range(2)][1].astype(bool)
+    shrunk = shrink(None, coarse_mask, None, 1)
+    if mask_iou(shrunk, coarse_mask) < 0.3:  # 2 rows of ~32: GrabCut lost the object, the coarse mask stays
+        assert kept == 2 and np.array_equal(got, coarse_mask)
+    else:  # 30 rows of ~32: a plausible refinement is kept
+        assert kept == 30 and np.array_equal(got, shrunk)
+
+
+def test_mask_iou():
+    a, b = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
+    assert mask_iou(a, b) == 1.0
+    a[:2], b[1:3] = True, True
+    assert mask_iou(a, b) == pytest.approx(4 / 12)
