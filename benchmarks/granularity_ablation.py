@@ -10,7 +10,7 @@ relabeling, which ``davis16.py --no-bootstrap-checkpoint`` ablates), the same se
 read from ``--store`` (the fused masks of a finished ``mug_davis16_cpu`` run; only read, never written) so
 that every variant trains on identical labels. Variants: all four objectives, and without frame / tracking /
 matching / memory. Scored per variant (official protocol, ``selfvos.eval``): zero-shot with the default
-``ZeroShotConfig`` (frame head + co-attention + motion cue + GrabCut), the frame head alone (what the
+``ZeroShotConfig`` (frame head + motion cue + guarded GrabCut + EMA), the frame head alone (what the
 objectives themselves learned for zero-shot), and one-shot label propagation on the model features.
 Writes ``benchmarks/results/granularity_ablation.json`` and prints a table.
 """

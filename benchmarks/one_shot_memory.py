@@ -61,7 +61,7 @@ def synthetic_video(length: int, seed: int = 0) -> Tuple[Iterator[np.ndarray], n
     return frames(), mask_at(0)
 
 
-def build_propagator(features: str, config: str = "default", dtype: str = "float32"):
+def build_propagator(features: str, config: str = "default", dtype: str = "auto"):
     import torch
 
     from selfvos.inference import OneShotConfig, OneShotPropagator
@@ -77,7 +77,7 @@ def build_propagator(features: str, config: str = "default", dtype: str = "float
     elif config == "coarse":  # the same pipeline on a 30 x 54 Lab grid: ~10x cheaper per frame, same state
         cfg = OneShotConfig(features="lab", short_side=240, lab_stride=8, radius=3)
     else:
-        cfg = OneShotConfig(features=features, affinity_dtype=dtype)
+        cfg = OneShotConfig(features=features, affinity_dtype=dtype, encode_dtype=dtype)
     return OneShotPropagator(model, cfg)
 
 
@@ -111,11 +111,11 @@ def matmul_peak_gflops() -> float:
 
 def speed(spec: str, frames: int) -> Dict[str, float]:
     """Median seconds per frame of step() at 854x480 with a full context bank, and the encode share.
-    ``spec``: a feature source, optionally with the affinity dtype: ``model``, ``model:bfloat16``."""
+    ``spec``: a feature source, optionally with the encode + affinity dtype: ``model`` (auto), ``model:float32``."""
     import torch
 
     features, _, dtype = spec.partition(":")
-    propagator = build_propagator(features, dtype=dtype or "float32")
+    propagator = build_propagator(features, dtype=dtype or "auto")
     warmup = propagator.cfg.num_previous  # fill the context bank: timed steps see the full context
     video, first_mask = synthetic_video(1 + warmup + frames, seed=1)
     propagator.step(next(video), first_mask)
@@ -144,7 +144,7 @@ def main() -> int:
     parser.add_argument("--config", default="default", choices=["default", "lab-floor", "coarse"],
                         help="memory runs: OneShotConfig(features=...), .lab_floor(), or a coarse Lab grid")
     parser.add_argument("--speed-frames", type=int, default=8, help="frames timed per feature source (0: skip)")
-    parser.add_argument("--speed-features", nargs="+", default=["model", "model:bfloat16", "lab", "both"])
+    parser.add_argument("--speed-features", nargs="+", default=["model", "model:float32", "lab", "both"])
     parser.add_argument("--threads", type=int, default=2,
                         help="torch threads (1 is faster on an oversubscribed machine)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)

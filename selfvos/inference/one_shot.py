@@ -39,6 +39,7 @@ from selfvos.inference.memory import ContextBank
 from selfvos.inference.propagation import WINDOWS, LocalWindowAffinity, propagate_labels
 
 FEATURE_SOURCES = ("model", "lab", "both")
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 @dataclass
@@ -57,15 +58,20 @@ class OneShotConfig:
     lab_weight: float = 1.0  # weight of the Lab term for features="both"
     max_anchors: int = 3  # annotated frames kept: the first forever + the latest later ones
     tile: Optional[int] = None  # query tile of the windowed affinity (default max(radius, 4))
-    affinity_dtype: str = "float32"  # "bfloat16": bf16 affinity (AVX512-BF16 CPUs); for unit-norm model features only
+    # bfloat16 where oneDNN (AVX512-BF16 / AMX) or CUDA run it natively ("auto"), else float32. Measured on
+    # davis2016-val-dev one-shot (model features): J&F 68.36 / 68.36 / 68.37 for float32 / bf16 encode /
+    # bf16 encode + affinity at 1.9 / 2.4 / 3.2 frames/s on 2 cores.
+    affinity_dtype: str = "auto"  # the bf16 affinity is used for unit-norm model features only ("auto")
+    encode_dtype: str = "auto"  # backbone autocast
 
     def __post_init__(self) -> None:
         if self.features not in FEATURE_SOURCES:
             raise ValueError(f"features must be one of {FEATURE_SOURCES}, got {self.features!r}")
         if self.window not in WINDOWS:
             raise ValueError(f"window must be one of {WINDOWS}, got {self.window!r}")
-        if self.affinity_dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"affinity_dtype must be 'float32' or 'bfloat16', got {self.affinity_dtype!r}")
+        for name in ("affinity_dtype", "encode_dtype"):
+            if getattr(self, name) not in DTYPES:
+                raise ValueError(f"{name} must be one of {DTYPES}, got {getattr(self, name)!r}")
         if self.temperature <= 0 or self.topk < 1 or self.num_previous < 0 or self.lab_stride < 1:
             raise ValueError(f"invalid one-shot config: {self}")
 
@@ -89,6 +95,14 @@ def lab_pair(image: torch.Tensor, size: Tuple[int, int], scale: float) -> Tuple[
     return query, key
 
 
+def bfloat16_is_native(device: torch.device) -> bool:
+    """True where bfloat16 convolutions run natively: CUDA with bf16 support, CPUs whose oneDNN has bf16
+    kernels (AVX512-BF16 / AMX). Elsewhere bf16 is emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 class FeatureEmbedding:
     """image (1, 3, H, W) in [0, 1] -> (query, key), each (C, h, w); see the module docstring."""
 
@@ -97,6 +111,8 @@ class FeatureEmbedding:
             raise ValueError(f"features={cfg.features!r} needs a model with encode(images)")
         self.model, self.cfg = model, cfg
         self.device = next(model.parameters()).device if model is not None else torch.device("cpu")
+        native = cfg.encode_dtype == "auto" and bfloat16_is_native(self.device)
+        self.bfloat16 = cfg.encode_dtype == "bfloat16" or native
 
     def __call__(self, image: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         cfg = self.cfg
@@ -104,7 +120,8 @@ class FeatureEmbedding:
         if cfg.features == "lab":
             size = (math.ceil(image.shape[-2] / cfg.lab_stride), math.ceil(image.shape[-1] / cfg.lab_stride))
             return lab_pair(image, size, cfg.lab_scale)
-        features = F.normalize(self.model.encode(image)[0].float(), dim=0)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):
+            features = F.normalize(self.model.encode(image)[0].float(), dim=0)
         if cfg.features == "model":
             return features, features
         query, key = lab_pair(image, tuple(features.shape[-2:]), cfg.lab_scale)
@@ -124,6 +141,11 @@ class OneShotPropagator:
         if model is not None:
             model.eval()
         self.embed = FeatureEmbedding(model, self.cfg)
+        dtype = self.cfg.affinity_dtype
+        if dtype == "auto":  # raw Lab colours need float32's precision in the squared-distance affinity
+            native = self.cfg.features == "model" and bfloat16_is_native(self.embed.device)
+            dtype = "bfloat16" if native else "float32"
+        self.affinity_dtype = getattr(torch, dtype)
         self.affinity = LocalWindowAffinity(self.cfg.radius, self.cfg.topk, self.cfg.window, self.cfg.tile)
         self.bank = ContextBank(self.cfg.num_previous, self.cfg.max_anchors)
         self.reset()
@@ -162,7 +184,7 @@ class OneShotPropagator:
             raise ValueError("the first frame needs a mask: step(frame, mask)")
         image = self._prepare(frame)
         size = frame.shape[:2]
-        query, key = (x.to(getattr(torch, self.cfg.affinity_dtype)) for x in self.embed(image))
+        query, key = (x.to(self.affinity_dtype) for x in self.embed(image))
         grid = tuple(query.shape[-2:])
         probs = None
         if len(self.bank):
@@ -204,7 +226,7 @@ class OneShotPropagator:
     def to_ids(self, probs: torch.Tensor) -> np.ndarray:
         """Probabilities (K+1, H, W) -> (H, W) uint8 object ids (argmax; 0 = background)."""
         table = torch.tensor([0, *self._object_ids], dtype=torch.uint8)
-        return table[probs.argmax(0).cpu()].numpy()
+        return table[probs.max(0).indices.cpu()].numpy()  # first maximum, like argmax, ~10x faster on CPU
 
     def propagate(self, frames: Iterable[np.ndarray], first_mask: np.ndarray) -> Iterator[np.ndarray]:
         """Reset, then yield the (H, W) uint8 id mask of every frame (the first is ``first_mask``'s objects)."""

@@ -96,11 +96,22 @@ def test_model_features_run_at_stride_8(features, model):
     assert set(np.unique(out[-1])) <= {0, 1, 3, 7}
 
 
-def test_bfloat16_affinity_agrees_with_float32(model):
+@pytest.mark.parametrize("setting", ["affinity_dtype", "encode_dtype"])
+def test_bfloat16_agrees_with_float32(model, setting):
     frames, masks = _scene(t=3, h=64, w=96)
-    outs = [np.stack(list(OneShotPropagator(model, OneShotConfig(short_side=None, radius=3, affinity_dtype=dtype))
+    outs = [np.stack(list(OneShotPropagator(model, OneShotConfig(short_side=None, radius=3, **{setting: dtype}))
                           .propagate(frames, masks[0]))) for dtype in ("float32", "bfloat16")]
     assert (outs[0] == outs[1]).mean() > 0.97
+    with pytest.raises(ValueError, match=setting):
+        OneShotConfig(**{setting: "float16"})
+
+
+def test_ids_are_the_first_maximum():
+    propagator = OneShotPropagator(None, OneShotConfig(**LAB))
+    frames, masks = _scene(t=1)
+    propagator.step(frames[0], masks[0])  # objects 1, 3, 7
+    probs = torch.tensor([[0.2, 0.4, 0.1], [0.2, 0.4, 0.3], [0.6, 0.1, 0.3], [0.0, 0.1, 0.3]]).reshape(4, 1, 3)
+    assert propagator.to_ids(probs).tolist() == [[3, 0, 1]]  # ties go to the lower channel, as argmax
 
 
 def test_short_side_resizes_before_encoding():
