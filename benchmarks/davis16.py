@@ -110,6 +110,7 @@ def variants(model) -> Dict[str, tuple]:
                                                 temporal_momentum=0.0),
         "zero-shot, constants before the train-set choice": zero_shot(reference_weight=0.5, temporal_momentum=0.5,
                                                                       grabcut_min_iou=0.0),
+        "zero-shot, threshold 0.4 (best on train)": zero_shot(threshold=0.4),
         "pseudo-label engine alone (no learning)": ("pseudo", {"max_side": 432}),
         "one-shot (model features)": ("one-shot", {"one_shot": OneShotConfig(features="model")}),
         "one-shot (model + Lab)": ("one-shot", {"one_shot": OneShotConfig(features="both")}),
