@@ -79,12 +79,14 @@ def main(argv=None) -> int:
     for name, term in VARIANTS.items():
         if wanted and not any(w in name for w in wanted):
             continue
+        run_dir = Path(args.runs) / name.replace(" ", "_")
+        reused = (run_dir / "model").is_dir()  # a finished run is only re-scored (e.g. after inference changes)
         start = time.perf_counter()
-        folder = pretrain_variant(term, args.steps, store, Path(args.runs) / name.replace(" ", "_"))
-        train_s = time.perf_counter() - start
+        folder = pretrain_variant(term, args.steps, store, run_dir)
+        train_s = None if reused else time.perf_counter() - start
         torch.set_num_threads(2)  # the trainer may have changed it
         model = selfvos.from_pretrained(folder).eval()
-        row: Dict[str, Any] = {"checkpoint": str(folder), "train_seconds": train_s}
+        row: Dict[str, Any] = {"checkpoint": str(folder), "train_seconds": train_s, "reused_finished_run": reused}
         with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
             for task_name, (task, settings) in tasks.items():
                 scores = run_variant(model, collection, task, Path(tmp) / task_name.replace(" ", "_"), **settings)
