@@ -41,6 +41,7 @@ import torch
 
 from selfvos.data.image_io import shrink_frame
 from selfvos.data.video import LazyVideo
+from selfvos.eval.davis import jaccard
 from selfvos.pseudo import fusion
 from selfvos.pseudo.base import upsample_map
 from selfvos.pseudo.flow import dis_flow
@@ -136,12 +137,6 @@ def carry_reference_foreground(model: "MuGModel", query: torch.Tensor, reference
     return torch.cat(out).reshape(query.shape[-2:])
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two (H, W) bool masks; 1.0 when both are empty."""
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 1.0
-
-
 def offline_reference_indices(num_frames: int, num_references: int) -> List[int]:
     """``num_references`` frame indices evenly spaced over ``[0, num_frames - 1]`` (unique, sorted)."""
     if num_frames <= 0 or num_references <= 0:
@@ -186,6 +181,11 @@ class ZeroShotSegmenter:
         self._previous: Optional[np.ndarray] = None
         self._previous_image: Optional[np.ndarray] = None
         self._index = 0
+
+    @property
+    def _uses_references(self) -> bool:
+        """Whether co-attention references are read at all (otherwise none are cached or encoded ahead)."""
+        return self.cfg.num_references > 0 and self.cfg.reference_weight > 0
 
     @property
     def device(self) -> torch.device:
@@ -240,7 +240,7 @@ class ZeroShotSegmenter:
             coarse = fusion.fill_holes(fusion.keep_largest_components(p >= cfg.threshold, cfg.min_component_ratio))
             binary = fusion.grabcut_refine(query.image, coarse, p, iterations=cfg.grabcut_iterations)
             binary = fusion.fill_holes(fusion.keep_largest_components(binary, cfg.min_component_ratio))
-            if mask_iou(binary, coarse) < cfg.grabcut_min_iou:
+            if jaccard(coarse, binary) < cfg.grabcut_min_iou:  # IoU, 1 when both are empty
                 binary = coarse  # GrabCut lost the object (background of the same colours): keep the coarse mask
             # consistent with the refined mask at `threshold` (soft_from_binary's boundary is 0.5)
             p = fusion.soft_from_binary(np.clip(p - cfg.threshold + 0.5, 0, 1), binary) + cfg.threshold - 0.5
@@ -252,7 +252,7 @@ class ZeroShotSegmenter:
         encoded = self.encode(frame)
         previous = [] if self._previous_image is None else [self._previous_image]
         p = self._fuse(encoded, list(self._cache), previous)
-        if self.cfg.num_references and self._index % self.cfg.reference_stride == 0:
+        if self._uses_references and self._index % self.cfg.reference_stride == 0:
             self._cache.append(encoded)
         self._previous_image = encoded.image
         self._index += 1
@@ -294,8 +294,9 @@ class ZeroShotSegmenter:
 
     def _offline_fuse(self, video: LazyVideo, frames: Iterable[int]) -> Iterator[Tuple[EncodedFrame, np.ndarray]]:
         """Offline mode: references spread over the whole video, motion to both neighbours."""
+        wanted = self.cfg.num_references if self._uses_references else 0
         cache: Dict[int, EncodedFrame] = {
-            i: self.encode(video.frame(i)) for i in offline_reference_indices(len(video), self.cfg.num_references)
+            i: self.encode(video.frame(i)) for i in offline_reference_indices(len(video), wanted)
         }
         shrunk: Dict[int, np.ndarray] = {}  # encoded-size images of t - 1 .. t + 1 for the motion cue
 

@@ -17,9 +17,9 @@ from selfvos.inference.zero_shot import (
     ZeroShotSegmenter,
     carry_reference_foreground,
     keep_largest_components,
-    mask_iou,
     offline_reference_indices,
 )
+from selfvos.eval.davis import jaccard
 from selfvos.pretrain import MuGConfig, MuGModel
 from selfvos.registry import SOURCES
 
@@ -116,7 +116,8 @@ def test_offline_reference_indices():
 @pytest.mark.parametrize("mode", ["online", "offline"])
 def test_segment_video_writes_one_png_per_frame_and_encodes_each_frame_once(model, video, mode, tmp_path, monkeypatch):
     calls = count_encodes(model, monkeypatch)
-    seg = ZeroShotSegmenter(model, ZeroShotConfig(mode=mode, num_references=3, reference_stride=2, input_max_side=64))
+    seg = ZeroShotSegmenter(model, ZeroShotConfig(mode=mode, num_references=3, reference_stride=2, reference_weight=0.5,
+                                                  input_max_side=64))
     paths = write_masks(tmp_path, video.frame_names, seg.segment_video(video))
     assert len(calls) == len(video) == 12
     assert all(shape == (1, 3, 48, 64) for shape in calls)  # encoded at input_max_side, once per frame
@@ -263,14 +264,19 @@ def test_grabcut_that_loses_the_object_is_undone(model, monkeypatch, kept):
     seg = ZeroShotSegmenter(model, cfg)
     got = [seg.to_mask(seg.step(video.frame(t))) for t in range(2)][1].astype(bool)
     shrunk = shrink(None, coarse_mask, None, 1)
-    if mask_iou(shrunk, coarse_mask) < 0.3:  # 2 rows of ~32: GrabCut lost the object, the coarse mask stays
+    if jaccard(shrunk, coarse_mask) < 0.3:  # 2 rows of ~32: GrabCut lost the object, the coarse mask stays
         assert kept == 2 and np.array_equal(got, coarse_mask)
     else:  # 30 rows of ~32: a plausible refinement is kept
         assert kept == 30 and np.array_equal(got, shrunk)
 
 
-def test_mask_iou():
-    a, b = np.zeros((4, 4), bool), np.zeros((4, 4), bool)
-    assert mask_iou(a, b) == 1.0
-    a[:2], b[1:3] = True, True
-    assert mask_iou(a, b) == pytest.approx(4 / 12)
+
+def test_without_reference_weight_nothing_is_cached_for_references(model, video):
+    """reference_weight 0 reads no references, so none are kept online nor encoded ahead offline."""
+    online = ZeroShotSegmenter(model, ZeroShotConfig(reference_weight=0.0, grabcut_iterations=0, input_max_side=64))
+    list(online.segment_video(video))
+    assert len(online._cache) == 0
+    with_refs = ZeroShotSegmenter(model, ZeroShotConfig(reference_weight=0.5, reference_stride=2, num_references=3,
+                                                        grabcut_iterations=0, input_max_side=64))
+    list(with_refs.segment_video(video))
+    assert len(with_refs._cache) == 3
