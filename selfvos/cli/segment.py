@@ -54,6 +54,9 @@ def add_common_options(p: argparse.ArgumentParser, tasks: tuple = ("auto", "zero
                         "(default: ZeroShotConfig.motion_weight)")
     p.add_argument("--grabcut", type=int, default=None, metavar="ITERATIONS",
                    help="zero-shot: GrabCut refinement iterations, 0 = off (default: ZeroShotConfig.grabcut_iterations)")
+    p.add_argument("--refine-radius", type=int, default=None, metavar="PIXELS",
+                   help="one-shot: guided-filter refinement radius at the working size, 0 = plain bilinear "
+                        "upsampling (default: OneShotConfig.refine_radius)")
 
 
 def load_model(checkpoint: str, device: str) -> Any:
@@ -73,15 +76,16 @@ def load_model(checkpoint: str, device: str) -> Any:
 
 
 def make_segmenter(model: Any, args: argparse.Namespace, task: str) -> Any:
+    from selfvos.inference.one_shot import OneShotConfig
     from selfvos.inference.segmenter import Segmenter
-
     from selfvos.inference.zero_shot import ZeroShotConfig
 
     optional = {"reference_weight": args.reference_weight, "motion_weight": args.motion_weight,
                 "grabcut_iterations": args.grabcut}
     zero_shot = ZeroShotConfig(mode=args.mode, num_references=args.references,
                                **{k: v for k, v in optional.items() if v is not None})
-    return Segmenter(model, task, zero_shot=zero_shot, max_side=args.max_side)
+    one_shot = OneShotConfig() if args.refine_radius is None else OneShotConfig(refine_radius=args.refine_radius)
+    return Segmenter(model, task, zero_shot=zero_shot, one_shot=one_shot, max_side=args.max_side)
 
 
 def read_first_mask(path: str, frame_shape: tuple) -> Any:

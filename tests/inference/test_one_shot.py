@@ -154,3 +154,18 @@ def test_schoolgirls_seven_objects_keep_their_ids_and_a_sane_j():
     assert sorted(set(np.unique(out).tolist()) - {0}) == first_ids
     scores = [jaccard(sample.masks[1:19] == k, out[1:19] == k, sample.masks[1:19] == 255).mean() for k in first_ids]
     assert np.mean(scores) > 0.5
+
+
+def test_guided_refinement_puts_boundaries_on_the_colour_edges():
+    """Stride-8 Lab cells blur the 14 px squares' boundaries; the default guided refinement snaps them back."""
+    frames, masks = _scene(t=6, h=96, w=128)
+
+    def mean_j(refine_radius: int) -> float:
+        cfg = OneShotConfig(**{**LAB, "lab_stride": 8, "refine_radius": refine_radius})
+        out = list(OneShotPropagator(None, cfg).propagate(frames, masks[0]))
+        return float(np.mean([float(jaccard((gt == obj)[None], (ids == obj)[None])[0])
+                              for ids, gt in zip(out[1:], masks[1:]) for obj in (1, 3, 7)]))
+
+    assert OneShotConfig().refine_radius == 16
+    plain, refined = mean_j(0), mean_j(16)
+    assert plain < 0.8 and refined > 0.9  # measured 0.71 -> 0.95
