@@ -105,6 +105,12 @@ def lab_pair(image: torch.Tensor, size: Tuple[int, int], scale: float) -> Tuple[
     return query, key
 
 
+def ids_from_probabilities(probs: torch.Tensor, object_ids: List[int]) -> np.ndarray:
+    """Probabilities (K+1, H, W), channel 0 background, channel i ``object_ids[i-1]`` -> (H, W) uint8 ids."""
+    table = torch.tensor([0, *object_ids], dtype=torch.uint8)
+    return table[probs.max(0).indices.cpu()].numpy()  # the first maximum, like argmax, ~10x faster on CPU
+
+
 def bfloat16_is_native(device: torch.device) -> bool:
     """True where bfloat16 convolutions run natively: CUDA with bf16 support, CPUs whose oneDNN has bf16
     kernels (AVX512-BF16 / AMX). Elsewhere bf16 is emulated and slower than float32."""
@@ -246,8 +252,7 @@ class OneShotPropagator:
 
     def to_ids(self, probs: torch.Tensor) -> np.ndarray:
         """Probabilities (K+1, H, W) -> (H, W) uint8 object ids (argmax; 0 = background)."""
-        table = torch.tensor([0, *self._object_ids], dtype=torch.uint8)
-        return table[probs.max(0).indices.cpu()].numpy()  # first maximum, like argmax, ~10x faster on CPU
+        return ids_from_probabilities(probs, self._object_ids)
 
     def propagate(self, frames: Iterable[np.ndarray], first_mask: np.ndarray) -> Iterator[np.ndarray]:
         """Reset, then yield the (H, W) uint8 id mask of every frame (the first is ``first_mask``'s objects)."""

@@ -112,8 +112,9 @@ class Segmenter:
         """(K+1, H, W) probabilities -> (H, W) uint8 object ids (zero-shot: threshold + component clean-up)."""
         if self.active_task == "zero-shot":
             return self._core.to_mask(probabilities)
-        lookup = np.array([0] + self.object_ids, dtype=np.uint8)
-        return lookup[probabilities.max(dim=0).indices.numpy()]  # first maximum, like argmax, faster on CPU
+        from selfvos.inference.one_shot import ids_from_probabilities
+
+        return ids_from_probabilities(probabilities, self.object_ids)
 
     def segment_video(self, video: LazyVideo, first_mask: Optional[np.ndarray] = None,
                       progress: bool = True) -> Iterator[np.ndarray]:
