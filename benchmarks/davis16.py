@@ -56,8 +56,9 @@ def load_training_checkpoint(folder: Path, config: Path):
     return model.eval()
 
 
-def run_variant(model, collection, task: str, out: Path, **settings) -> Dict[str, Any]:
-    """Segment every sequence, evaluate, return scores and frames/s."""
+def run_variant(model, collection, task: str, out: Path, *, gt_dir: Path = DATA / "Annotations" / "480p",
+                **settings) -> Dict[str, Any]:
+    """Segment every sequence of ``collection``, evaluate against ``gt_dir``, return scores and frames/s."""
     import numpy as np
 
     from selfvos.cli.segment_dataset import first_frame_mask
@@ -85,7 +86,8 @@ def run_variant(model, collection, task: str, out: Path, **settings) -> Dict[str
             seconds += time.perf_counter() - start
         frames += len(video)
         write_masks(out / video.name, video.frame_names, [np.asarray(m, np.uint8) for m in masks])
-    result = to_dict(evaluate_folders(out, DATA / "Annotations" / "480p", protocol="official"))
+    names = [video.name for video in collection]
+    result = to_dict(evaluate_folders(out, gt_dir, sequences=names, protocol="official"))
     return {"J&F": 100 * result["mean"]["JF"], "J": 100 * result["mean"]["J"], "F": 100 * result["mean"]["F"],
             "frames_per_s": frames / seconds if seconds else None,
             "per_sequence_JF": {s: 50 * (v["J"] + v["F"]) for s, v in result["sequences"].items()}}
