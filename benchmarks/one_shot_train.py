@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from davis16 import REPO, run_variant  # noqa: E402
+from davis16 import REPO, print_table, run_variant  # noqa: E402
 
 TRAIN = REPO.parent / "shared" / "data" / "davis2016-train-240p"
 OUT = REPO / "benchmarks" / "results" / "one_shot_train.json"
@@ -56,9 +56,7 @@ def main(argv=None) -> int:
                          "date": time.strftime("%Y-%m-%d")}, "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"\n{'variant':<44} {'J&F':>6} {'J':>6} {'F':>6} {'frames/s':>9}")
-    for name, r in results.items():
-        print(f"{name:<44} {r['J&F']:6.1f} {r['J']:6.1f} {r['F']:6.1f} {r['frames_per_s']:9.2f}")
+    print_table(results)
     print(f"wrote {args.out}")
     return 0
 
