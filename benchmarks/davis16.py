@@ -8,8 +8,9 @@ Every variant segments the 4 val-dev sequences into palette PNGs (one-shot reads
 annotation), which are scored with the official-parity evaluator (``selfvos.eval``). Variants:
 - zero-shot: the default ``ZeroShotConfig`` (online/causal frame head + motion cue + GrabCut with its IoU
   guard + EMA; constants chosen on DAVIS-2016 train), offline mode, with co-attention references (N=5,
-  weight 0.5), without the motion cue, GrabCut, the guard, all of them (the frame head alone), and the
-  defaults before the train-set choice; the round-0 pseudo-label engine alone (manifold ranking + motion +
+  weight 0.5), with the propagated prior of the previous outputs (best on train, not adopted), without the
+  motion cue, GrabCut, the guard, all of them (the frame head alone), and the defaults before the train-set
+  choice; the round-0 pseudo-label engine alone (manifold ranking + motion +
   GrabCut, no learning) is the floor the model has to add to;
 - one-shot: label propagation on the model features (with the default guided-filter refinement of the
   upsampled probabilities, and without it), on raw Lab colour (the no-learning floor of BRIEF 7), and
@@ -109,6 +110,7 @@ def variants(model) -> Dict[str, tuple]:
         "zero-shot without motion cue": zero_shot(motion_weight=0.0),
         "zero-shot without GrabCut": zero_shot(grabcut_iterations=0),
         "zero-shot without the GrabCut IoU guard": zero_shot(grabcut_min_iou=0.0),
+        "zero-shot with the propagated prior (weight 0.25, best on train)": zero_shot(propagation_weight=0.25),
         "zero-shot frame head alone": zero_shot(num_references=0, motion_weight=0.0, grabcut_iterations=0,
                                                 temporal_momentum=0.0),
         "zero-shot, constants before the train-set choice": zero_shot(reference_weight=0.5, temporal_momentum=0.5,

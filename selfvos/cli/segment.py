@@ -3,7 +3,7 @@
     selfvos segment --checkpoint CKPT --input VIDEO_OR_FRAMES_DIR --out OUT_DIR [--first-mask MASK.png]
                     [--overlay OUT.mp4] [--task auto|zero-shot|one-shot] [--max-side N] [--device cpu|cuda]
                     [--mode online|offline] [--references N] [--reference-weight W] [--motion-weight W]
-                    [--grabcut ITERATIONS]
+                    [--grabcut ITERATIONS] [--prior-weight W] [--refine-radius PIXELS]
 
 Writes ``OUT_DIR/<frame name>.png`` (DAVIS-palette PNG of object ids) for every frame, named like the
 input frames (``00000`` ... for a video file). With ``--first-mask`` the mask of the first frame is
@@ -54,6 +54,9 @@ def add_common_options(p: argparse.ArgumentParser, tasks: tuple = ("auto", "zero
                         "(default: ZeroShotConfig.motion_weight)")
     p.add_argument("--grabcut", type=int, default=None, metavar="ITERATIONS",
                    help="zero-shot: GrabCut refinement iterations, 0 = off (default: ZeroShotConfig.grabcut_iterations)")
+    p.add_argument("--prior-weight", type=float, default=None,
+                   help="zero-shot: weight of the previous outputs propagated to the frame by feature affinity, "
+                        "0 = off (default: ZeroShotConfig.propagation_weight)")
     p.add_argument("--refine-radius", type=int, default=None, metavar="PIXELS",
                    help="one-shot: guided-filter refinement radius at the working size, 0 = plain bilinear "
                         "upsampling (default: OneShotConfig.refine_radius)")
@@ -81,7 +84,7 @@ def make_segmenter(model: Any, args: argparse.Namespace, task: str) -> Any:
     from selfvos.inference.zero_shot import ZeroShotConfig
 
     optional = {"reference_weight": args.reference_weight, "motion_weight": args.motion_weight,
-                "grabcut_iterations": args.grabcut}
+                "grabcut_iterations": args.grabcut, "propagation_weight": args.prior_weight}
     zero_shot = ZeroShotConfig(mode=args.mode, num_references=args.references,
                                **{k: v for k, v in optional.items() if v is not None})
     one_shot = OneShotConfig() if args.refine_radius is None else OneShotConfig(refine_radius=args.refine_radius)

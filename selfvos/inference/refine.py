@@ -8,8 +8,8 @@ edge, the probability follows it; where the image is flat, the probability is sm
 solves the fits on a grid ``subsample`` times coarser and upsamples the coefficients (cost ~1/subsample^2).
 
 Chosen on DAVIS-2016 *train* one-shot (one sequence in three, GT used to choose only;
-``benchmarks/one_shot_train.py``): J&F 76.4 without, 78.1 with r = 16 px at the 480p working size, eps = 1e-5,
-subsample 4 (eps 1e-4 scored 77.7 in the search).
+``benchmarks/davis16_train.py --task one-shot``): J&F 76.4 without, 78.1 with r = 16 px at the 480p working
+size, eps = 1e-5, subsample 4 (eps 1e-4 scored 77.7 in the search).
 
 >>> refine = GuidedRefiner(radius=16, eps=1e-5, subsample=4)
 >>> probs = refine(image, probs)        # (1, 3, H, W) in [0, 1], (L, H, W) -> (L, H, W), still a distribution

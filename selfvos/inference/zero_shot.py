@@ -16,7 +16,10 @@ Per frame t (features at 1/stride of the encode size, ``Q`` query cells, ``R`` c
    :class:`selfvos.pseudo.MotionSaliency` from DIS flow to the previous frame (online; the next one too
    offline, geometric mean) -- the same classical, label-free cue the pseudo-labels and the bootstrap
    relabeling fuse with the frame head; the first frame of an online run has no motion and uses ``s_t``;
-5. temporal consistency: EMA ``q_t = (1 - m) s_t + m q_{t-1}`` (``temporal_momentum`` m, 0 = off);
+5. temporal consistency: EMA ``q_t = (1 - m) s_t + m q_{t-1}`` (``temporal_momentum`` m, 0 = off), then
+   the propagated prior of ``temporal.py``: ``q_t = (1 - w) q_t + w P_t`` (``propagation_weight`` w) with
+   ``P_t`` the *refined outputs* of the first and the last ``propagation_frames`` frames carried to frame t
+   by top-k local-window feature affinity (the one-shot propagation, with zero-shot's own answers as labels);
 6. optional refinement (``grabcut_iterations`` > 0): threshold + largest components + hole filling, then
    GrabCut on the encoded frame (:func:`selfvos.pseudo.fusion.grabcut_refine`, as the relabeling does)
    snaps the stride-8 mask to image edges; when the refined mask overlaps the coarse one by less than
@@ -42,6 +45,7 @@ import torch
 from selfvos.data.image_io import shrink_frame
 from selfvos.data.video import LazyVideo
 from selfvos.eval.davis import jaccard
+from selfvos.inference.temporal import PropagatedPrior
 from selfvos.pseudo import fusion
 from selfvos.pseudo.base import upsample_map
 from selfvos.pseudo.flow import dis_flow
@@ -73,6 +77,10 @@ class ZeroShotConfig:
     the threshold stays at the relabel rule's 0.5 (both rows are in ``benchmarks/davis16.py``).
     The co-attention references stay available (``reference_weight`` > 0, ``num_references``): with a
     frame head this weak they carry its mistakes from other frames (train: 57.1 at 0.25, 56.4 at 0.5).
+    The propagated prior (``propagation_weight``, ``temporal.py``) is off by default for the same reason as
+    threshold 0.4: on train it scored higher (60.1 -> 62.0 at weight 0.25 with the EMA kept, 62.1 at 0.5
+    without it, 59.3 at 0.65), on davis2016-val-dev it lost 2 points (59.3 -> 57.3: blackswan 71.9 -> 64.8;
+    also without the first frame as anchor), and it costs ~0.2 s per frame (radius 12 on 2 cores).
     """
 
     mode: str = "online"
@@ -81,6 +89,11 @@ class ZeroShotConfig:
     reference_weight: float = 0.0
     carry: str = "probability"
     temporal_momentum: float = 0.25
+    propagation_weight: float = 0.0
+    propagation_frames: int = 5
+    propagation_topk: int = 10
+    propagation_temperature: float = 0.07
+    propagation_radius: int = 12
     threshold: float = 0.5
     max_components: int = 2
     min_component_ratio: float = 0.1
@@ -98,16 +111,22 @@ class ZeroShotConfig:
             raise ValueError("num_references must be >= 0 and reference_stride >= 1")
         if self.grabcut_iterations < 0:
             raise ValueError(f"grabcut_iterations must be >= 0, got {self.grabcut_iterations}")
-        for name in ("reference_weight", "temporal_momentum", "threshold", "motion_weight", "grabcut_min_iou"):
+        if self.propagation_frames < 0 or self.propagation_topk < 1 or self.propagation_temperature <= 0 \
+                or self.propagation_radius < 0:
+            raise ValueError("propagation_frames/radius must be >= 0, propagation_topk >= 1, temperature > 0")
+        for name in ("reference_weight", "temporal_momentum", "threshold", "motion_weight", "grabcut_min_iou",
+                     "propagation_weight"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         return self
 
 
 class EncodedFrame(NamedTuple):
-    """What the cache keeps of one frame: embedding (D, h, w), frame-head logit and probability (h, w),
-    and the frame as encoded, (H', W', 3) uint8 (for the motion cue and the refinement)."""
+    """What the cache keeps of one frame: unit-norm backbone features (C, h, w) (for the propagated prior),
+    embedding (D, h, w), frame-head logit and probability (h, w), and the frame as encoded, (H', W', 3)
+    uint8 (for the motion cue and the refinement)."""
 
+    features: torch.Tensor
     embedding: torch.Tensor
     logit: torch.Tensor
     probability: torch.Tensor
@@ -173,14 +192,20 @@ class ZeroShotSegmenter:
         self.motion = None
         if self.cfg.motion_weight > 0:
             self.motion = MotionSaliency()
+        self.prior = None
+        if self.cfg.propagation_weight > 0:
+            self.prior = PropagatedPrior(self.cfg.propagation_frames, self.cfg.propagation_topk,
+                                         self.cfg.propagation_temperature, self.cfg.propagation_radius)
         self.reset()
 
     def reset(self) -> None:
-        """Forget the video: empty the reference cache and the temporal state."""
+        """Forget the video: empty the reference cache, the temporal state and the propagated prior."""
         self._cache: Deque[EncodedFrame] = deque(maxlen=max(self.cfg.num_references, 1))
         self._previous: Optional[np.ndarray] = None
         self._previous_image: Optional[np.ndarray] = None
         self._index = 0
+        if self.prior is not None:
+            self.prior.reset()
 
     @property
     def _uses_references(self) -> bool:
@@ -199,7 +224,8 @@ class ZeroShotSegmenter:
         features = self.model.encode(image)  # (1, C, h, w)
         logit = self.model.frame_logits(features)[0, 0].float()
         embedding = self.model.embed(features)[0]
-        return EncodedFrame(embedding, logit, torch.sigmoid(logit), tuple(frame.shape[:2]), small)
+        unit = torch.nn.functional.normalize(features[0].float(), dim=0)
+        return EncodedFrame(unit, embedding, logit, torch.sigmoid(logit), tuple(frame.shape[:2]), small)
 
     @torch.no_grad()
     def score(self, query: EncodedFrame, references: Sequence[EncodedFrame]) -> torch.Tensor:
@@ -214,27 +240,33 @@ class ZeroShotSegmenter:
         weight = self.cfg.reference_weight
         return (1 - weight) * query.probability + weight * carried
 
-    def _fuse(self, query: EncodedFrame, references: Sequence[EncodedFrame],
-              neighbours: Sequence[np.ndarray]) -> np.ndarray:
-        """Steps 2-5 of the module docstring: (H', W') float32 foreground map at the encoded size, before
-        refinement. Updates the EMA state, so frames must come in order.
+    def _motion(self, query: EncodedFrame, neighbours: Sequence[np.ndarray]) -> Optional[np.ndarray]:
+        """Step 4's motion saliency (H', W') against the encoded ``neighbours`` images, or None (off / no neighbour)."""
+        if self.motion is None or not neighbours:
+            return None
+        return self.motion.score_from_flows([dis_flow(query.image, n, self.motion.preset) for n in neighbours])
 
-        ``neighbours``: encoded images of the frames the motion cue compares against (may be empty).
-        """
+    def _fuse(self, query: EncodedFrame, references: Sequence[EncodedFrame], motion: Optional[np.ndarray]) -> np.ndarray:
+        """Steps 2-5 of the module docstring: (H', W') float32 foreground map at the encoded size, before
+        refinement. Updates the EMA state and reads the prior, so frames must come in order, each after the
+        previous one's output was remembered (:meth:`_remember`)."""
         cfg = self.cfg
         p = upsample_map(self.score(query, references).cpu().numpy(), query.image.shape[:2])
-        if self.motion is not None and neighbours:
-            motion = self.motion.score_from_flows([dis_flow(query.image, n, self.motion.preset) for n in neighbours])
+        if motion is not None:
             p = (1 - cfg.motion_weight) * p + cfg.motion_weight * motion
         m = cfg.temporal_momentum
         if self._previous is not None and m > 0 and self._previous.shape == p.shape:
             p = (1 - m) * p + m * self._previous
         self._previous = p
+        prior = None if self.prior is None else self.prior.predict(query.features)
+        if prior is not None:
+            w = cfg.propagation_weight
+            p = (1 - w) * p + w * upsample_map(prior.cpu().numpy(), p.shape)
         return p
 
-    def _refine(self, query: EncodedFrame, p: np.ndarray) -> torch.Tensor:
-        """Steps 6-7: GrabCut refinement (if on) and upsampling -> (2, H, W) background/foreground probabilities.
-        Stateless, so it may run in a worker thread while the next frame is fused."""
+    def _refine(self, query: EncodedFrame, p: np.ndarray) -> np.ndarray:
+        """Step 6: GrabCut refinement (if on) of the fused map -> (H', W') output foreground at the encoded size.
+        Stateless, so it may run in a worker thread while the next frame is encoded."""
         cfg = self.cfg
         if cfg.grabcut_iterations > 0:
             coarse = fusion.fill_holes(fusion.keep_largest_components(p >= cfg.threshold, cfg.min_component_ratio))
@@ -244,23 +276,30 @@ class ZeroShotSegmenter:
                 binary = coarse  # GrabCut lost the object (background of the same colours): keep the coarse mask
             # consistent with the refined mask at `threshold` (soft_from_binary's boundary is 0.5)
             p = fusion.soft_from_binary(np.clip(p - cfg.threshold + 0.5, 0, 1), binary) + cfg.threshold - 0.5
-        fg = torch.from_numpy(upsample_map(p, query.size))
+        return p
+
+    def _remember(self, query: EncodedFrame, output: np.ndarray) -> torch.Tensor:
+        """Store the output for the propagated prior; step 7's upsampling -> (2, H, W) probabilities."""
+        if self.prior is not None:
+            self.prior.remember(query.features, output)
+        fg = torch.from_numpy(upsample_map(output, query.size))
         return torch.stack([1 - fg, fg])
 
-    def _online_fuse(self, frame: np.ndarray) -> Tuple[EncodedFrame, np.ndarray]:
-        """Encode + fuse one frame causally and update the reference cache and the motion state."""
+    def _online_prepare(self, frame: np.ndarray) -> Tuple[EncodedFrame, List[EncodedFrame], Optional[np.ndarray]]:
+        """Encode one frame causally, compute its motion cue, update the reference cache and the motion state."""
         encoded = self.encode(frame)
-        previous = [] if self._previous_image is None else [self._previous_image]
-        p = self._fuse(encoded, list(self._cache), previous)
+        references = list(self._cache)
+        motion = self._motion(encoded, [] if self._previous_image is None else [self._previous_image])
         if self._uses_references and self._index % self.cfg.reference_stride == 0:
             self._cache.append(encoded)
         self._previous_image = encoded.image
         self._index += 1
-        return encoded, p
+        return encoded, references, motion
 
     def step(self, frame: np.ndarray) -> torch.Tensor:
         """Online (causal) step: (H, W, 3) uint8 -> (2, H, W) float32 probabilities (background, foreground)."""
-        return self._refine(*self._online_fuse(frame))
+        encoded, references, motion = self._online_prepare(frame)
+        return self._remember(encoded, self._refine(encoded, self._fuse(encoded, references, motion)))
 
     def to_mask(self, probabilities: torch.Tensor) -> np.ndarray:
         """(2, H, W) probabilities -> (H, W) uint8 {0, 1}: threshold + largest-components clean-up."""
@@ -270,8 +309,9 @@ class ZeroShotSegmenter:
     def segment_video(self, video: LazyVideo, progress: bool = False) -> Iterator[np.ndarray]:
         """(H, W) uint8 {0, 1} mask per frame, in order, in the configured mode (state is reset first).
 
-        The refinement of frame t runs in a worker thread while frame t + 1 is encoded and fused (OpenCV
-        releases the GIL); the masks are identical to stepping frame by frame.
+        The refinement of frame t runs in a worker thread while frame t + 1 is encoded and its motion cue
+        computed (OpenCV releases the GIL); the fusion of t + 1 then waits for t's output (the propagated
+        prior reads it). The masks are identical to stepping frame by frame.
         """
         from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -280,19 +320,21 @@ class ZeroShotSegmenter:
         self.reset()
         frames = tqdm(range(len(video)), desc=f"zero-shot {video.name}", unit="frame", disable=not progress)
         if self.cfg.mode == "online":
-            fused = (self._online_fuse(video.frame(t)) for t in frames)
+            prepared = (self._online_prepare(video.frame(t)) for t in frames)
         else:
-            fused = self._offline_fuse(video, frames)
-        pending: Optional[Future] = None
+            prepared = self._offline_prepare(video, frames)
+        pending: Optional[Tuple[EncodedFrame, Future]] = None
         with ThreadPoolExecutor(max_workers=1) as pool:
-            for encoded, p in fused:
+            for encoded, references, motion in prepared:
                 if pending is not None:
-                    yield self.to_mask(pending.result())
-                pending = pool.submit(self._refine, encoded, p)
+                    yield self.to_mask(self._remember(pending[0], pending[1].result()))
+                p = self._fuse(encoded, references, motion)
+                pending = (encoded, pool.submit(self._refine, encoded, p))
             if pending is not None:
-                yield self.to_mask(pending.result())
+                yield self.to_mask(self._remember(pending[0], pending[1].result()))
 
-    def _offline_fuse(self, video: LazyVideo, frames: Iterable[int]) -> Iterator[Tuple[EncodedFrame, np.ndarray]]:
+    def _offline_prepare(self, video: LazyVideo, frames: Iterable[int]
+                         ) -> Iterator[Tuple[EncodedFrame, List[EncodedFrame], Optional[np.ndarray]]]:
         """Offline mode: references spread over the whole video, motion to both neighbours."""
         wanted = self.cfg.num_references if self._uses_references else 0
         cache: Dict[int, EncodedFrame] = {
@@ -311,4 +353,4 @@ class ZeroShotSegmenter:
             neighbours = [] if self.motion is None else [small(j) for j in (t - 1, t + 1) if 0 <= j < len(video)]
             shrunk.pop(t - 1, None)
             references = [e for i, e in cache.items() if i != t]
-            yield current, self._fuse(current, references, neighbours)
+            yield current, references, self._motion(current, neighbours)

@@ -155,3 +155,19 @@ def test_segment_dataset_one_shot_with_the_real_propagator(checkpoint, tmp_path,
     assert [p.name for p in reads] == ["00000.png"]
     first = np.array(Image.open(out / "schoolgirls" / "00000.png"))
     assert len(list((out / "schoolgirls").glob("*.png"))) == 80 and first.shape == (240, 432)
+
+
+def test_zero_shot_flags_reach_the_zero_shot_config():
+    """--prior-weight / --motion-weight / --grabcut set the ZeroShotConfig; left out, its defaults stay."""
+    import argparse
+
+    from selfvos.cli.segment import add_common_options, make_segmenter
+    from selfvos.inference.zero_shot import ZeroShotConfig
+
+    parser = argparse.ArgumentParser()
+    add_common_options(parser)
+    given = parser.parse_args(["--prior-weight", "0.25", "--motion-weight", "0.3", "--grabcut", "0"])
+    cfg = make_segmenter(torch.nn.Linear(1, 1), given, "zero-shot").zero_shot_config
+    assert (cfg.propagation_weight, cfg.motion_weight, cfg.grabcut_iterations) == (0.25, 0.3, 0)
+    default = make_segmenter(torch.nn.Linear(1, 1), parser.parse_args([]), "zero-shot").zero_shot_config
+    assert default == ZeroShotConfig()

@@ -12,6 +12,7 @@ from PIL import Image, ImageFilter
 from selfvos.backbones import BackboneConfig
 from selfvos.data.video import InMemoryVideo
 from selfvos.inference.io import write_masks
+from selfvos.inference.temporal import PropagatedPrior
 from selfvos.inference.zero_shot import (
     ZeroShotConfig,
     ZeroShotSegmenter,
@@ -77,10 +78,12 @@ def test_carry_follows_the_matching_cell():
     torch.testing.assert_close(got, torch.tensor([0.7, 0.1, 0.9, 0.2]), atol=1e-6, rtol=0)
 
 
-def test_fusion_weight_and_temporal_ema(model, video):
-    m, lam = 0.3, 0.4
+def test_fusion_weight_temporal_ema_and_propagated_prior(model, video):
+    """q_1 = (1 - w) [(1 - m) s_1 + m s_0] + w P_1, P_1 = frame 0's output propagated by the prior's formula."""
+    m, lam, w = 0.3, 0.4, 0.2
     seg = ZeroShotSegmenter(model, ZeroShotConfig(reference_weight=lam, temporal_momentum=m, reference_stride=1,
-                                                  motion_weight=0.0, grabcut_iterations=0))
+                                                  motion_weight=0.0, grabcut_iterations=0, propagation_weight=w,
+                                                  propagation_frames=3))
     e0, e1 = seg.encode(video.frame(0)), seg.encode(video.frame(1))
     with torch.no_grad():
         carried = carry_reference_foreground(model, e1.embedding, e0.embedding[None], e0.probability[None])
@@ -90,9 +93,13 @@ def test_fusion_weight_and_temporal_ema(model, video):
     p0 = seg.step(video.frame(0))
     p1 = seg.step(video.frame(1))
     assert p0.shape == (2, 72, 96) and torch.allclose(p0.sum(0), torch.ones(72, 96))
-    expected = (1 - m) * seg.score(e1, [e0]) + m * e0.probability  # frame 0 had no reference
+    ema = (1 - m) * seg.score(e1, [e0]) + m * e0.probability  # frame 0 had no reference
+    prior = PropagatedPrior(frames=3)
+    prior.remember(e0.features, p0[1].numpy())  # the encoded size is the frame size here
+    expected = (1 - w) * ema + w * prior.predict(e1.features)  # bilinear upsampling is linear: fuse on the grid
     up = torch.nn.functional.interpolate(expected[None, None], size=(72, 96), mode="bilinear", align_corners=False)
     torch.testing.assert_close(p1[1], up[0, 0].clamp(0, 1), atol=1e-5, rtol=0)
+    assert torch.allclose(e0.features.norm(dim=0), torch.ones(()))  # unit-norm features: cosine affinity
 
 
 def test_keep_largest_components():
@@ -215,12 +222,12 @@ def test_motion_cue_finds_the_moving_object(model, mode):
 
 
 def test_motion_weight_mixes_linearly(model, video):
-    """p = (1 - mu) * frame head + mu * motion score, before the EMA (off here)."""
+    """p = (1 - mu) * frame head + mu * motion score, before the EMA and the prior (both off here)."""
     from selfvos.pseudo.flow import dis_flow
 
     mu = 0.3
     seg = ZeroShotSegmenter(model, ZeroShotConfig(reference_weight=0.0, temporal_momentum=0.0, motion_weight=mu,
-                                                  input_max_side=None, grabcut_iterations=0))
+                                                  input_max_side=None, grabcut_iterations=0, propagation_weight=0.0))
     seg.step(video.frame(0))
     got = seg.step(video.frame(1))[1].numpy()
     encoded = seg.encode(video.frame(1))
@@ -231,10 +238,11 @@ def test_motion_weight_mixes_linearly(model, video):
 
 
 def test_pipelined_segment_video_equals_stepping_frame_by_frame(model):
-    """segment_video refines frame t in a worker thread while t + 1 is fused: same masks as step() in order."""
+    """segment_video refines frame t in a worker thread while t + 1 is encoded: same masks as step() in order
+    (the propagated prior of t + 1 reads t's refined output)."""
     video, _ = moving_square_video(num_frames=5)
     cfg = ZeroShotConfig(num_references=2, reference_stride=1, reference_weight=0.5, input_max_side=None,
-                         grabcut_iterations=2)
+                         grabcut_iterations=2, propagation_weight=0.25)
     seg = ZeroShotSegmenter(model, cfg)
     stepped = [seg.to_mask(seg.step(video.frame(t))) for t in range(len(video))]
     piped = list(ZeroShotSegmenter(model, cfg).segment_video(video))
@@ -249,7 +257,7 @@ def test_grabcut_that_loses_the_object_is_undone(model, monkeypatch, kept):
 
     video, _ = moving_square_video(num_frames=2)
     cfg = ZeroShotConfig(reference_weight=0.0, temporal_momentum=0.0, motion_weight=1.0, input_max_side=None,
-                         max_components=1, grabcut_iterations=1, grabcut_min_iou=0.3)
+                         max_components=1, grabcut_iterations=1, grabcut_min_iou=0.3, propagation_weight=0.0)
     coarse = ZeroShotSegmenter(model, dataclasses.replace(cfg, grabcut_iterations=0))
     coarse_mask = [coarse.to_mask(coarse.step(video.frame(t))) for t in range(2)][1].astype(bool)
     assert coarse_mask.sum() > 500
