@@ -127,10 +127,11 @@ def variants(model) -> Dict[str, tuple]:
 
 def print_table(results: Dict[str, Dict[str, Any]]) -> None:
     """One row per variant: J&F, J, F (percent) and frames/s."""
-    print(f"\n{'variant':<52} {'J&F':>6} {'J':>6} {'F':>6} {'frames/s':>9}")
+    width = max([52, *map(len, results)])
+    print(f"\n{'variant':<{width}} {'J&F':>6} {'J':>6} {'F':>6} {'frames/s':>9}")
     for key, r in results.items():
         fps = f"{r['frames_per_s']:.2f}" if r["frames_per_s"] else "-"
-        print(f"{key:<52} {r['J&F']:6.1f} {r['J']:6.1f} {r['F']:6.1f} {fps:>9}")
+        print(f"{key:<{width}} {r['J&F']:6.1f} {r['J']:6.1f} {r['F']:6.1f} {fps:>9}")
 
 
 CARD_ROWS = {"zero-shot (default, online)": "zero-shot-vos", "one-shot (model features)": "one-shot-vos"}

@@ -8,7 +8,8 @@ zero-shot (all 30 sequences by default): the default ``ZeroShotConfig``; with th
 previous outputs (weight 0.25; better here, worse on val-dev, so not the default); the constants before the
 train-set choice (co-attention references at weight 0.5, EMA 0.5, no GrabCut IoU guard).
 one-shot (every 3rd sequence by default): the default ``OneShotConfig`` (guided-filter refinement r 16,
-eps 1e-5) and without the refinement (bilinear upsampling).
+eps 1e-5), without the refinement (bilinear upsampling), and model features + Lab colour (``features="both"``,
+better here than on val-dev: train is 240p upsampled to the 480p working size).
 Frames are 240p (one-shot encodes them at the default short side 480 like val; zero-shot at most 432 px
 wide). Writes ``benchmarks/results/<task>_train.json`` (``zero_shot_train.json``, ``one_shot_train.json``)
 and prints a table.
@@ -39,7 +40,8 @@ def variants(task: str) -> Dict[str, Dict[str, Any]]:
 
     if task == "one-shot":
         return {"default (guided refinement r 16, eps 1e-5)": {"one_shot": OneShotConfig()},
-                "without guided refinement": {"one_shot": OneShotConfig(refine_radius=0)}}
+                "without guided refinement": {"one_shot": OneShotConfig(refine_radius=0)},
+                "model features + Lab colour (weight 1)": {"one_shot": OneShotConfig(features="both")}}
     return {"default": {"zero_shot": ZeroShotConfig()},
             "with the propagated prior (weight 0.25)": {"zero_shot": ZeroShotConfig(propagation_weight=0.25)},
             "constants before the train-set choice": {"zero_shot": ZeroShotConfig(

@@ -246,7 +246,8 @@ class ZeroShotSegmenter:
             return None
         return self.motion.score_from_flows([dis_flow(query.image, n, self.motion.preset) for n in neighbours])
 
-    def _fuse(self, query: EncodedFrame, references: Sequence[EncodedFrame], motion: Optional[np.ndarray]) -> np.ndarray:
+    def _fuse(self, query: EncodedFrame, references: Sequence[EncodedFrame],
+              motion: Optional[np.ndarray]) -> np.ndarray:
         """Steps 2-5 of the module docstring: (H', W') float32 foreground map at the encoded size, before
         refinement. Updates the EMA state and reads the prior, so frames must come in order, each after the
         previous one's output was remembered (:meth:`_remember`)."""
