@@ -9,8 +9,8 @@ propagates them with the one-shot machinery (``propagation.py``): context = the 
 Unlike an exponential moving average of the score maps, the affinity follows the object when it moves,
 and what it carries is the *refined* output (after GrabCut), so the edges found on earlier frames guide
 the current one. Measured (zero-shot, weight 0.25 with the EMA kept): DAVIS-2016 train (GT only to choose)
-60.1 -> 62.0 J&F (carrying the unrefined fused maps instead: 60.4); davis2016-val-dev 59.3 -> 57.3, so it is
-off by default (``ZeroShotConfig.propagation_weight``; ``selfvos segment --prior-weight``).
+60.1 -> 61.9 J&F (carrying the unrefined fused maps instead, in a trial: 60.4); davis2016-val-dev 59.3 -> 57.3,
+so it is off by default (``ZeroShotConfig.propagation_weight``; ``selfvos segment --prior-weight``).
 
 >>> prior = PropagatedPrior(frames=5)
 >>> prior.predict(features)             # None on the first frame, else (h, w) foreground in [0, 1]
