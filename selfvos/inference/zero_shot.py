@@ -124,11 +124,11 @@ class ZeroShotConfig:
 
 
 class EncodedFrame(NamedTuple):
-    """What the cache keeps of one frame: unit-norm backbone features (C, h, w) (for the propagated prior),
-    embedding (D, h, w), frame-head logit and probability (h, w), and the frame as encoded, (H', W', 3)
-    uint8 (for the motion cue and the refinement)."""
+    """What the cache keeps of one frame: unit-norm backbone features (C, h, w) (for the propagated prior;
+    None when it is off), embedding (D, h, w), frame-head logit and probability (h, w), and the frame as
+    encoded, (H', W', 3) uint8 (for the motion cue and the refinement)."""
 
-    features: torch.Tensor
+    features: Optional[torch.Tensor]
     embedding: torch.Tensor
     logit: torch.Tensor
     probability: torch.Tensor
@@ -226,7 +226,7 @@ class ZeroShotSegmenter:
         features = self.model.encode(image)  # (1, C, h, w)
         logit = self.model.frame_logits(features)[0, 0].float()
         embedding = self.model.embed(features)[0]
-        unit = torch.nn.functional.normalize(features[0].float(), dim=0)
+        unit = None if self.prior is None else torch.nn.functional.normalize(features[0].float(), dim=0)
         return EncodedFrame(unit, embedding, logit, torch.sigmoid(logit), tuple(frame.shape[:2]), small)
 
     @torch.no_grad()

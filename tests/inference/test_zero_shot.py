@@ -231,6 +231,7 @@ def test_motion_weight_mixes_linearly(model, video):
     seg.step(video.frame(0))
     got = seg.step(video.frame(1))[1].numpy()
     encoded = seg.encode(video.frame(1))
+    assert encoded.features is None  # prior off: no unit-norm copy of the features is made or cached
     head = torch.nn.functional.interpolate(encoded.probability[None, None], size=(72, 96), mode="bilinear",
                                            align_corners=False)[0, 0].clamp(0, 1).numpy()
     motion = seg.motion.score_from_flows([dis_flow(video.frame(1), video.frame(0), seg.motion.preset)])
