@@ -145,7 +145,19 @@ class Trainer:
         self.accelerator.load_state(str(path))
         # save_state/load_state do not restore the checkpoint counter (BRIEF section 6)
         self.accelerator.project_configuration.iteration = len(list_checkpoints(cfg.checkpoint_root))
+        self._apply_schedule()
         logger.info("resumed from %s at step %d, round %d", path, self.state.step, self.state.round)
+
+    def _apply_schedule(self) -> None:
+        """Set every group's lr from this config's schedule at the resumed step.
+
+        The optimizer state holds the lr of the run that saved it; a run extended with a larger ``max_steps``
+        (a finished run trained on) continues on the schedule stretched over the new length instead (a warm
+        restart for cosine). With an unchanged config this rewrites the same values, so resume stays exact.
+        """
+        scheduler = self.scheduler.scheduler
+        for group, base, factor in zip(self.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+            group["lr"] = base * factor(scheduler.last_epoch)
 
     def _batches(self, start: int) -> Iterator[Batch]:
         """Endless micro-batches starting ``start`` micro-batches into the seeded epoch sequence."""

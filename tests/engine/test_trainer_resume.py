@@ -6,6 +6,7 @@ import torch
 from tests.engine.engine_toys import flat_weights, make_parts, reset_accelerate_state, toy_config
 
 from selfvos.engine import Callback, Trainer, latest_checkpoint
+from selfvos.engine.optim import lr_factor
 from selfvos.errors import SelfvosInputError
 
 ROUNDS = (2, 4)  # a bootstrapping schedule: round 0 = 2 steps, round 1 = 4 steps (6 in all)
@@ -103,3 +104,29 @@ def test_keep_checkpoints_prunes_the_oldest(tmp_path):
     trainer, _, _ = run(tmp_path, save_every=1, keep_checkpoints=2)
     trainer.train(4)
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_0000003", "step_0000004"]
+
+
+def test_a_finished_run_extended_with_more_steps_continues_on_the_stretched_schedule(tmp_path):
+    done, _, _ = run(tmp_path, max_steps=4, save_every=0, warmup_steps=0, min_lr_ratio=0.1)
+    done.train()
+    assert done.state.step == 4 and done.train() == {}  # finished: nothing more to do at max_steps 4
+    assert done.optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.1)  # the end of the short cosine
+    reset_accelerate_state()
+
+    longer, _, _ = run(tmp_path, max_steps=8, save_every=0, warmup_steps=0, min_lr_ratio=0.1)
+    assert (longer.state.step, longer.state.round) == (4, 1)
+    halfway = lr_factor(4, total_steps=8, warmup_steps=0, schedule="cosine", min_lr_ratio=0.1)
+    assert halfway == pytest.approx(0.55)
+    assert all(g["lr"] == pytest.approx(1e-2 * halfway) for g in longer.optimizer.param_groups)
+    seen = []
+
+    class Lr(Callback):
+        def on_step_end(self, trainer, metrics):
+            seen.append(trainer.optimizer.param_groups[0]["lr"])
+
+    longer.callbacks.append(Lr())
+    longer.train()
+    assert longer.state.step == 8
+    expected = [1e-2 * lr_factor(s, total_steps=8, warmup_steps=0, schedule="cosine", min_lr_ratio=0.1)
+                for s in range(5, 9)]
+    assert seen == pytest.approx(expected)
