@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     parser.add_argument("--task", choices=sorted(DEFAULT_EVERY), required=True)
     parser.add_argument("--every", type=int, help="take every n-th training sequence (zero-shot 1, one-shot 3)")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/<task>_train.json)")
+    parser.add_argument("--only", default="", help="comma-separated subset of variant names (substring match)")
     args = parser.parse_args(argv)
     if not TRAIN.is_dir():
         print(f"skipped: {TRAIN} not found", file=sys.stderr)
@@ -70,7 +71,10 @@ def main(argv=None) -> int:
     collection = [v for i, v in enumerate(open_source(f"davis:{TRAIN}")) if i % every == 0]
     results: Dict[str, Dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+        wanted = [w for w in args.only.split(",") if w]
         for name, settings in variants(args.task).items():
+            if wanted and not any(w in name for w in wanted):
+                continue
             results[name] = run_variant(model, collection, args.task, Path(tmp) / str(len(results)),
                                         gt_dir=TRAIN / "Annotations", **settings)
             print(f"{name:<44} J&F {results[name]['J&F']:5.1f}", flush=True)

@@ -1,0 +1,102 @@
+"""Does longer pretraining help? Default zero-shot and one-shot J&F of models at several pretraining lengths.
+
+    python benchmarks/pretrain_length.py \\
+        --model "1600 steps=runs/mug_davis16_cpu/model" \\
+        --model "2400 steps, the 1600 run extended=runs/mug_davis16_cpu_3200/checkpoints/step_0002400" \\
+        --model "3200 steps, the 1600 run extended=runs/mug_davis16_cpu_3200/model" \\
+        --model "3200 steps from scratch=runs/mug_davis16_cpu_3200_scratch/model"
+
+For every model: the default zero-shot and one-shot on davis2016-val-dev (854x480, as ``davis16.py``) and the
+default one-shot on one DAVIS-2016 *train* sequence in three (where the inference defaults were chosen; its human
+masks only score). A model is an exported folder (``selfvos.from_pretrained``) or a resumable ``step_XXXXXXX``
+checkpoint of a run of ``--config``. ``--update`` keeps the rows of models not named in this call. Writes
+``benchmarks/results/pretrain_length.json`` and prints a table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from davis16 import CONFIG, DATA, REPO, load_training_checkpoint, run_variant  # noqa: E402
+
+TRAIN = REPO.parent / "shared" / "data" / "davis2016-train-240p"
+OUT = REPO / "benchmarks" / "results" / "pretrain_length.json"
+TASKS = ("val-dev zero-shot", "val-dev one-shot", "train one-shot")
+
+
+def parse_model(spec: str) -> Tuple[str, Path]:
+    """``"name=path"`` -> (name, path)."""
+    name, sep, path = spec.rpartition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--model wants NAME=PATH, got {spec!r}")
+    return name, Path(path)
+
+
+def load_model(path: Path, config: Path):
+    """An exported model folder, or the model weights of a resumable training checkpoint."""
+    import selfvos
+
+    if (path / "config.json").is_file():
+        return selfvos.from_pretrained(path).eval()
+    if (path / "model.safetensors").is_file():
+        return load_training_checkpoint(path, config)
+    raise SystemExit(f"{path}: neither an exported model (config.json) nor a training checkpoint (model.safetensors)")
+
+
+def evaluate(model, tmp: Path) -> Dict[str, Dict[str, Any]]:
+    """The three default scores of one model."""
+    from selfvos.data.sources import open_source
+
+    val = list(open_source(f"davis:{DATA}"))
+    train = [v for i, v in enumerate(open_source(f"davis:{TRAIN}")) if i % 3 == 0]
+    return {
+        "val-dev zero-shot": run_variant(model, val, "zero-shot", tmp / "zs"),
+        "val-dev one-shot": run_variant(model, val, "one-shot", tmp / "os"),
+        "train one-shot": run_variant(model, train, "one-shot", tmp / "train", gt_dir=TRAIN / "Annotations"),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=parse_model, action="append", required=True, metavar="NAME=PATH")
+    parser.add_argument("--config", default=str(CONFIG), help="the run config of training checkpoints")
+    parser.add_argument("--update", action="store_true", help="keep the rows of models not named here")
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args(argv)
+    if not (DATA.is_dir() and TRAIN.is_dir()):
+        print(f"skipped: {DATA} or {TRAIN} not found", file=sys.stderr)
+        return 0
+    import torch
+
+    torch.set_num_threads(2)
+    out = Path(args.out)
+    results: Dict[str, Any] = {}
+    if args.update and out.is_file():
+        results = json.loads(out.read_text())["results"]
+    for name, path in args.model:
+        model = load_model(path, Path(args.config))
+        with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+            results[name] = {"model": str(path), **evaluate(model, Path(tmp))}
+        print(name, " ".join(f"{t} {results[name][t]['J&F']:.1f}" for t in TASKS), flush=True)
+    report = {"_about": {"data": "davis2016-val-dev (4 sequences, 854x480) and davis2016-train-240p (every 3rd "
+                                 "sequence), default ZeroShotConfig / OneShotConfig, official protocol",
+                         "machine": platform.platform(), "date": time.strftime("%Y-%m-%d")}, "results": results}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    width = max([24, *map(len, results)])
+    print(f"\n{'model':<{width}} " + " ".join(f"{t:>18}" for t in TASKS))
+    for name, row in results.items():
+        print(f"{name:<{width}} " + " ".join(f"{row[t]['J&F']:18.1f}" for t in TASKS))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
