@@ -134,6 +134,15 @@ def print_table(results: Dict[str, Dict[str, Any]]) -> None:
         print(f"{key:<{width}} {r['J&F']:6.1f} {r['J']:6.1f} {r['F']:6.1f} {fps:>9}")
 
 
+def print_columns(results: Dict[str, Dict[str, Any]], columns, label: str) -> None:
+    """One row per entry of ``results``, one J&F column per task in ``columns`` (``row[task]["J&F"]``)."""
+    width = max([len(label), *map(len, results)])
+    col = max(map(len, columns))
+    print(f"\n{label:<{width}} " + " ".join(f"{t:>{col}}" for t in columns))
+    for name, row in results.items():
+        print(f"{name:<{width}} " + " ".join(f"{row[t]['J&F']:>{col}.1f}" for t in columns))
+
+
 CARD_ROWS = {"zero-shot (default, online)": "zero-shot-vos", "one-shot (model features)": "one-shot-vos"}
 
 

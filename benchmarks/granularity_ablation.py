@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from davis16 import CONFIG, DATA, REPO, run_variant  # noqa: E402
+from davis16 import CONFIG, DATA, REPO, print_columns, run_variant  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "granularity_ablation.json"
 VARIANTS = {"all four": None, "without frame": "frame", "without tracking": "tracking",
@@ -99,9 +99,7 @@ def main(argv=None) -> int:
               "results": results}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))
-    print(f"\n{'variant':<18} " + " ".join(f"{t:>28}" for t in tasks))
-    for name, row in results.items():
-        print(f"{name:<18} " + " ".join(f"{row[t]['J&F']:>28.1f}" for t in tasks))
+    print_columns(results, tasks, "variant")
     print(f"J&F on davis2016-val-dev after {args.steps} pretraining steps per variant\nwrote {args.out}")
     return 0
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from davis16 import CONFIG, DATA, REPO, load_training_checkpoint, run_variant  # noqa: E402
+from davis16 import CONFIG, DATA, REPO, load_training_checkpoint, print_columns, run_variant  # noqa: E402
 
 TRAIN = REPO.parent / "shared" / "data" / "davis2016-train-240p"
 OUT = REPO / "benchmarks" / "results" / "pretrain_length.json"
@@ -90,10 +90,7 @@ def main(argv=None) -> int:
                          "machine": platform.platform(), "date": time.strftime("%Y-%m-%d")}, "results": results}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    width = max([24, *map(len, results)])
-    print(f"\n{'model':<{width}} " + " ".join(f"{t:>18}" for t in TASKS))
-    for name, row in results.items():
-        print(f"{name:<{width}} " + " ".join(f"{row[t]['J&F']:18.1f}" for t in TASKS))
+    print_columns(results, TASKS, "model")
     print(f"wrote {out}")
     return 0
 
