@@ -53,7 +53,10 @@ class OneShotConfig:
     ``features="both"`` is not the default although it scored higher on DAVIS-2016 train (one sequence in
     three: model 78.1 J&F; Lab weight 0.3 / 1 / 2: 81.4 / 81.9 / 82.4): train is 240p, upsampled to the 480p
     working size, which blurs the model's input and favours raw colour, and on davis2016-val-dev (native
-    480p) it scored 69.0 against 69.4 (car-shadow 87.5 -> 71.4, dance-twirl 45.3 -> 53.5).
+    480p) it scored 69.0 against 69.4 (car-shadow 87.5 -> 71.4, dance-twirl 45.3 -> 53.5). The working size
+    has the same problem (scratch trials, refine_radius scaled with it): train J&F 68.8 / 74.2 / 78.1 / 80.1 /
+    72.1 at short_side 240 / 360 / 480 / 540 (radius 14) / 600 (soccerball lost), but 540 scored 68.8 on
+    val-dev at half the speed, so 480 stays.
     """
 
     features: str = "model"  # "model" | "lab" | "both"
