@@ -134,6 +134,12 @@ def print_table(results: Dict[str, Dict[str, Any]]) -> None:
         print(f"{key:<{width}} {r['J&F']:6.1f} {r['J']:6.1f} {r['F']:6.1f} {fps:>9}")
 
 
+def wanted(name: str, only: str) -> bool:
+    """``--only``: a comma-separated list of substrings of variant names; empty = every variant."""
+    parts = [w for w in only.split(",") if w]
+    return not parts or any(w in name for w in parts)
+
+
 def print_columns(results: Dict[str, Dict[str, Any]], columns, label: str) -> None:
     """One row per entry of ``results``, one J&F column per task in ``columns`` (``row[task]["J&F"]``)."""
     width = max([len(label), *map(len, results)])
@@ -184,12 +190,11 @@ def main(argv=None) -> int:
     if args.no_bootstrap_checkpoint:
         models["no bootstrapping"] = load_training_checkpoint(Path(args.no_bootstrap_checkpoint), Path(args.config))
     collection = open_source(f"davis:{DATA}")
-    wanted = [w for w in args.only.split(",") if w]
     results: Dict[str, Dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for model_name, model in models.items():
             for name, (task, settings) in variants(model).items():
-                if wanted and not any(w in name for w in wanted):
+                if not wanted(name, args.only):
                     continue
                 if model_name != "bootstrapped" and name not in WEIGHT_ABLATED:
                     continue  # the others do not depend on the weights, or ablate the inference side

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from davis16 import REPO, print_table, run_variant  # noqa: E402
+from davis16 import REPO, print_table, run_variant, wanted  # noqa: E402
 
 TRAIN = REPO.parent / "shared" / "data" / "davis2016-train-240p"
 RESULTS = REPO / "benchmarks" / "results"
@@ -71,9 +71,8 @@ def main(argv=None) -> int:
     collection = [v for i, v in enumerate(open_source(f"davis:{TRAIN}")) if i % every == 0]
     results: Dict[str, Dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        wanted = [w for w in args.only.split(",") if w]
         for name, settings in variants(args.task).items():
-            if wanted and not any(w in name for w in wanted):
+            if not wanted(name, args.only):
                 continue
             results[name] = run_variant(model, collection, args.task, Path(tmp) / str(len(results)),
                                         gt_dir=TRAIN / "Annotations", **settings)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from davis16 import CONFIG, DATA, REPO, print_columns, run_variant  # noqa: E402
+from davis16 import CONFIG, DATA, REPO, print_columns, run_variant, wanted  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "granularity_ablation.json"
 VARIANTS = {"all four": None, "without frame": "frame", "without tracking": "tracking",
@@ -74,10 +74,9 @@ def main(argv=None) -> int:
              "zero-shot frame head alone": ("zero-shot", {"zero_shot": dataclasses.replace(
                  zs, num_references=0, motion_weight=0.0, grabcut_iterations=0)}),
              "one-shot": ("one-shot", {"one_shot": OneShotConfig(features="model")})}
-    wanted = [w for w in args.only.split(",") if w]
     results: Dict[str, Dict[str, Any]] = {}
     for name, term in VARIANTS.items():
-        if wanted and not any(w in name for w in wanted):
+        if not wanted(name, args.only):
             continue
         run_dir = Path(args.runs) / name.replace(" ", "_")
         reused = (run_dir / "model").is_dir()  # a finished run is only re-scored (e.g. after inference changes)

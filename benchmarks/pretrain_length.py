@@ -50,12 +50,8 @@ def load_model(path: Path, config: Path):
     raise SystemExit(f"{path}: neither an exported model (config.json) nor a training checkpoint (model.safetensors)")
 
 
-def evaluate(model, tmp: Path) -> Dict[str, Dict[str, Any]]:
-    """The three default scores of one model."""
-    from selfvos.data.sources import open_source
-
-    val = list(open_source(f"davis:{DATA}"))
-    train = [v for i, v in enumerate(open_source(f"davis:{TRAIN}")) if i % 3 == 0]
+def evaluate(model, val, train, tmp: Path) -> Dict[str, Dict[str, Any]]:
+    """The three default scores of one model on the val-dev and train collections."""
     return {
         "val-dev zero-shot": run_variant(model, val, "zero-shot", tmp / "zs"),
         "val-dev one-shot": run_variant(model, val, "one-shot", tmp / "os"),
@@ -75,7 +71,11 @@ def main(argv=None) -> int:
         return 0
     import torch
 
+    from selfvos.data.sources import open_source
+
     torch.set_num_threads(2)
+    val = list(open_source(f"davis:{DATA}"))  # opened once for every model
+    train = [v for i, v in enumerate(open_source(f"davis:{TRAIN}")) if i % 3 == 0]
     out = Path(args.out)
     results: Dict[str, Any] = {}
     if args.update and out.is_file():
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     for name, path in args.model:
         model = load_model(path, Path(args.config))
         with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-            results[name] = {"model": str(path), **evaluate(model, Path(tmp))}
+            results[name] = {"model": str(path), **evaluate(model, val, train, Path(tmp))}
         print(name, " ".join(f"{t} {results[name][t]['J&F']:.1f}" for t in TASKS), flush=True)
     report = {"_about": {"data": "davis2016-val-dev (4 sequences, 854x480) and davis2016-train-240p (every 3rd "
                                  "sequence), default ZeroShotConfig / OneShotConfig, official protocol",
