@@ -34,19 +34,34 @@ ClipAugmenter = Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]
 
 @dataclass
 class ClipSamplerConfig:
-    """Clip length T, max frame skip, number of reference frames R, output size (H, W) and base seed."""
+    """Clip length T, max frame skip, number of reference frames R, output size (H, W) and base seed.
+
+    ``crop_from``: None (default) resizes whole frames to ``size``. An (H, W) at least ``size`` resizes
+    frames to ``crop_from`` first and cuts one random ``size`` window per item, the same window for the clip
+    frames, the references and their masks: objects are then seen ``crop_from / size`` times larger at the
+    same cost per step (closer to the scale of 480p inference), with less of the frame around them.
+    """
 
     num_frames: int = 3
     max_skip: int = 3  # each step between clip frames is uniform in 1..max_skip (1 = consecutive frames)
     num_refs: int = 2
     size: Tuple[int, int] = (128, 128)
     seed: int = 0
+    crop_from: Optional[Tuple[int, int]] = None
 
     def __post_init__(self) -> None:
         if self.num_frames < 1 or self.max_skip < 1 or self.num_refs < 0:
             raise ValueError(f"need num_frames >= 1, max_skip >= 1, num_refs >= 0; got {self}")
         if len(self.size) != 2 or min(self.size) < 1:
             raise ValueError(f"size must be (H, W) with positive sides, got {self.size}")
+        if self.crop_from is not None and (len(self.crop_from) != 2 or any(
+                c < s for c, s in zip(self.crop_from, self.size))):
+            raise ValueError(f"crop_from must be (H, W) at least size {tuple(self.size)}, got {self.crop_from}")
+
+    @property
+    def frame_size(self) -> Tuple[int, int]:
+        """(H, W) whole frames are resized to: ``crop_from`` if set, else ``size`` (the model's training scale)."""
+        return tuple(self.crop_from) if self.crop_from is not None else tuple(self.size)
 
 
 @dataclass
@@ -149,21 +164,41 @@ class ClipDataset(Dataset):
     def item_seed(self, index: int) -> np.random.SeedSequence:
         return np.random.SeedSequence([self.cfg.seed, self.epoch, int(index)])
 
-    def _masks(self, video: LazyVideo, indices: np.ndarray) -> Tuple[torch.Tensor, torch.Tensor]:
-        """(K, 1, H, W) float masks and (K,) validity for the given frames."""
+    def _window(self, rng: np.random.Generator) -> Tuple[slice, slice]:
+        """The item's crop of the resized frame: a random ``size`` window with ``crop_from``, else all of it.
+        Without ``crop_from`` nothing is drawn, so items stay identical to those of runs made before it."""
+        (h, w), (fh, fw) = self.cfg.size, self.cfg.frame_size
+        if (h, w) == (fh, fw):
+            return slice(0, h), slice(0, w)
+        y, x = int(rng.integers(0, fh - h + 1)), int(rng.integers(0, fw - w + 1))
+        return slice(y, y + h), slice(x, x + w)
+
+    def _frames(self, video: LazyVideo, indices: np.ndarray, window: Tuple[slice, slice]) -> torch.Tensor:
+        """(K, 3, H, W) float frames in [0, 1], resized to ``frame_size`` and cut to ``window``."""
+        if not len(indices):
+            return torch.zeros(0, 3, *self.cfg.size)
+        return torch.stack([_resize_frame(video.frame(int(i)), self.cfg.frame_size)[:, window[0], window[1]]
+                            for i in indices])
+
+    def _masks(self, video: LazyVideo, indices: np.ndarray,
+               window: Tuple[slice, slice]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(K, 1, H, W) float masks and (K,) validity for the given frames, cut like the frames."""
         out = torch.zeros(len(indices), 1, *self.cfg.size)
         valid = torch.zeros(len(indices), dtype=torch.bool)
         annotated = None if self.mask_provider is not None else set(video.annotated_indices())
+        size = self.cfg.frame_size
         for k, i in enumerate(int(i) for i in indices):
+            mask = None
             if self.mask_provider is not None:
                 soft = self.mask_provider(video.name, i)
                 if soft is not None:
-                    out[k], valid[k] = _resize_mask(np.asarray(soft), self.cfg.size, hard=False), True
+                    mask = _resize_mask(np.asarray(soft), size, hard=False)
             elif i in annotated:
                 ids = video.mask(i)
                 if ids is not None:
-                    fg = (ids > 0) & (ids != video.void_value)
-                    out[k], valid[k] = _resize_mask(fg, self.cfg.size, hard=True), True
+                    mask = _resize_mask((ids > 0) & (ids != video.void_value), size, hard=True)
+            if mask is not None:
+                out[k], valid[k] = mask[:, window[0], window[1]], True
         return out, valid
 
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:
@@ -174,16 +209,16 @@ class ClipDataset(Dataset):
         rng = np.random.default_rng(self.item_seed(index))
         clip = sample_clip_indices(rng, len(video), self.cfg.num_frames, self.max_skip)
         refs = sample_reference_indices(rng, len(video), clip, self.cfg.num_refs)
-        empty = torch.zeros(0, 3, *self.cfg.size)
+        window = self._window(rng)
         item = {
-            "frames": torch.stack([_resize_frame(video.frame(int(i)), self.cfg.size) for i in clip]),
-            "refs": torch.stack([_resize_frame(video.frame(int(i)), self.cfg.size) for i in refs]) if len(refs) else empty,
+            "frames": self._frames(video, clip, window),
+            "refs": self._frames(video, refs, window),
             "video_index": torch.tensor(video_index, dtype=torch.int64),
             "frame_indices": torch.from_numpy(clip),
             "ref_indices": torch.from_numpy(refs),
         }
-        item["pseudo_masks"], item["mask_valid"] = self._masks(video, clip)
-        item["ref_masks"], item["ref_valid"] = self._masks(video, refs)
+        item["pseudo_masks"], item["mask_valid"] = self._masks(video, clip, window)
+        item["ref_masks"], item["ref_valid"] = self._masks(video, refs, window)
         if self.augment is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(np.random.SeedSequence([self.cfg.seed, self.epoch, int(index), 1]).generate_state(1)[0]))

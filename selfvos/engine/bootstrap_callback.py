@@ -77,7 +77,7 @@ class RelabelCallback(Callback):
                 model = acc.unwrap_model(trainer.module).model
                 was_training = model.training
                 model.eval()
-                relabeler = ModelRelabeler(model, self.cfg.clip.size, self.cfg.bootstrap,
+                relabeler = ModelRelabeler(model, self.cfg.clip.frame_size, self.cfg.bootstrap,
                                            previous=RoundMaskProvider(self.store, round_index), round_index=round_index)
                 manifest = generate_pseudo_labels(self.collection, self.store, target, relabeler,
                                                   frame_step=self.cfg.pseudo.frame_step, eval_gt=self.cfg.pseudo.eval_gt,

@@ -64,6 +64,34 @@ def test_frames_and_masks_are_the_resized_video():
         assert torch.equal(item["pseudo_masks"][k, 0], torch.from_numpy(fg))
 
 
+def test_crop_from_cuts_one_window_of_the_larger_resized_frame_for_frames_refs_and_masks():
+    cfg = ClipSamplerConfig(num_frames=4, max_skip=3, num_refs=2, size=(32, 40), seed=9, crop_from=(48, 64))
+    assert cfg.frame_size == (48, 64) and CFG.frame_size == (32, 40)
+    ds = ClipDataset(COLL, cfg, clips_per_video=4)
+    corners = set()
+    for index in range(8):
+        item = ds[index]
+        video = COLL[int(item["video_index"])]
+        big = [cv2.resize(video.frame(i), (64, 48), interpolation=cv2.INTER_LINEAR)
+               for i in item["frame_indices"].tolist() + item["ref_indices"].tolist()]
+        crops = torch.cat([item["frames"], item["refs"]])
+        assert crops.shape == (6, 3, 32, 40)
+        found = [(y, x) for y in range(17) for x in range(25)
+                 if torch.allclose(crops[0], torch.from_numpy(big[0][y:y + 32, x:x + 40]).permute(2, 0, 1) / 255.0)]
+        assert len(found) >= 1
+        y, x = found[0]
+        corners.add((y, x))
+        for k, frame in enumerate(big):  # the same window in every frame and reference
+            assert torch.allclose(crops[k], torch.from_numpy(frame[y:y + 32, x:x + 40]).permute(2, 0, 1) / 255.0)
+        for k, i in enumerate(item["frame_indices"].tolist()):
+            fg = cv2.resize((video.mask(i) > 0).astype(np.float32), (64, 48), interpolation=cv2.INTER_NEAREST)
+            assert torch.equal(item["pseudo_masks"][k, 0], torch.from_numpy(fg[y:y + 32, x:x + 40]))
+    assert len(corners) > 1  # the window moves from item to item
+    assert torch.equal(ds[3]["frames"], ClipDataset(COLL, cfg, clips_per_video=4)[3]["frames"])  # seeded
+    with pytest.raises(ValueError, match="crop_from"):
+        ClipSamplerConfig(size=(32, 40), crop_from=(30, 64))
+
+
 def test_void_is_not_foreground_and_unannotated_videos_are_invalid():
     frames = np.zeros((5, 8, 8, 3), np.uint8)
     masks = np.zeros((5, 8, 8), np.uint8)

@@ -56,6 +56,15 @@ def test_no_relabel_after_the_last_round_when_switched_off(tmp_path):
     assert (out / "model.safetensors").is_file()
 
 
+def test_crop_from_trains_on_windows_and_relabels_whole_frames_at_the_larger_scale(tmp_path):
+    """clip.crop_from: training items are clip.size windows; the relabel runs on whole frames at crop_from."""
+    cfg = tiny_config(tmp_path / "run", **{"clip.size": [48, 48], "clip.crop_from": [64, 64], "bootstrap.rounds": 1})
+    out = run_pretraining(cfg)
+    store = PseudoLabelStore(tmp_path / "run" / "pseudo_labels")
+    assert store.rounds() == [0, 1] and store.manifest(1)["labeler"]["size"] == [64, 64]
+    assert (out / "model.safetensors").is_file()
+
+
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     from selfvos.engine import trainer as trainer_module
 
