@@ -30,6 +30,7 @@ from selfvos.data.video import LazyVideo, VideoCollection
 
 MaskProvider = Callable[[str, int], Optional[np.ndarray]]  # (video_name, frame_index) -> (H, W) float in [0, 1]
 ClipAugmenter = Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]
+Window = Tuple[Tuple[int, int], Tuple[slice, slice]]  # ((H, W) to resize frames to, (rows, columns) to keep)
 
 
 @dataclass
@@ -40,6 +41,8 @@ class ClipSamplerConfig:
     frames to ``crop_from`` first and cuts one random ``size`` window per item, the same window for the clip
     frames, the references and their masks: objects are then seen ``crop_from / size`` times larger at the
     same cost per step (closer to the scale of 480p inference), with less of the frame around them.
+    ``crop_p``: the probability that an item is such a window; the other items are whole frames resized to
+    ``size`` (multi-scale training: both the close-up and the whole-frame view).
     """
 
     num_frames: int = 3
@@ -48,6 +51,7 @@ class ClipSamplerConfig:
     size: Tuple[int, int] = (128, 128)
     seed: int = 0
     crop_from: Optional[Tuple[int, int]] = None
+    crop_p: float = 1.0
 
     def __post_init__(self) -> None:
         if self.num_frames < 1 or self.max_skip < 1 or self.num_refs < 0:
@@ -57,6 +61,8 @@ class ClipSamplerConfig:
         if self.crop_from is not None and (len(self.crop_from) != 2 or any(
                 c < s for c, s in zip(self.crop_from, self.size))):
             raise ValueError(f"crop_from must be (H, W) at least size {tuple(self.size)}, got {self.crop_from}")
+        if not 0.0 <= self.crop_p <= 1.0:
+            raise ValueError(f"crop_p must be in [0, 1], got {self.crop_p}")
 
     @property
     def frame_size(self) -> Tuple[int, int]:
@@ -164,29 +170,31 @@ class ClipDataset(Dataset):
     def item_seed(self, index: int) -> np.random.SeedSequence:
         return np.random.SeedSequence([self.cfg.seed, self.epoch, int(index)])
 
-    def _window(self, rng: np.random.Generator) -> Tuple[slice, slice]:
-        """The item's crop of the resized frame: a random ``size`` window with ``crop_from``, else all of it.
-        Without ``crop_from`` nothing is drawn, so items stay identical to those of runs made before it."""
+    def _window(self, rng: np.random.Generator) -> Window:
+        """The item's view: (size frames are resized to, (rows, columns) cut from them). A random ``size``
+        window of frames at ``crop_from`` (with probability ``crop_p``), else whole frames at ``size``.
+        Nothing is drawn without ``crop_from`` (nor a coin at ``crop_p`` 1), so items stay identical to
+        those of earlier runs."""
         (h, w), (fh, fw) = self.cfg.size, self.cfg.frame_size
-        if (h, w) == (fh, fw):
-            return slice(0, h), slice(0, w)
+        whole = ((h, w), (slice(0, h), slice(0, w)))
+        if (h, w) == (fh, fw) or (self.cfg.crop_p < 1.0 and rng.random() >= self.cfg.crop_p):
+            return whole
         y, x = int(rng.integers(0, fh - h + 1)), int(rng.integers(0, fw - w + 1))
-        return slice(y, y + h), slice(x, x + w)
+        return (fh, fw), (slice(y, y + h), slice(x, x + w))
 
-    def _frames(self, video: LazyVideo, indices: np.ndarray, window: Tuple[slice, slice]) -> torch.Tensor:
-        """(K, 3, H, W) float frames in [0, 1], resized to ``frame_size`` and cut to ``window``."""
+    def _frames(self, video: LazyVideo, indices: np.ndarray, window: Window) -> torch.Tensor:
+        """(K, 3, H, W) float frames in [0, 1], resized and cut as ``window`` says."""
         if not len(indices):
             return torch.zeros(0, 3, *self.cfg.size)
-        return torch.stack([_resize_frame(video.frame(int(i)), self.cfg.frame_size)[:, window[0], window[1]]
-                            for i in indices])
+        size, (rows, cols) = window
+        return torch.stack([_resize_frame(video.frame(int(i)), size)[:, rows, cols] for i in indices])
 
-    def _masks(self, video: LazyVideo, indices: np.ndarray,
-               window: Tuple[slice, slice]) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _masks(self, video: LazyVideo, indices: np.ndarray, window: Window) -> Tuple[torch.Tensor, torch.Tensor]:
         """(K, 1, H, W) float masks and (K,) validity for the given frames, cut like the frames."""
         out = torch.zeros(len(indices), 1, *self.cfg.size)
         valid = torch.zeros(len(indices), dtype=torch.bool)
         annotated = None if self.mask_provider is not None else set(video.annotated_indices())
-        size = self.cfg.frame_size
+        size, (rows, cols) = window
         for k, i in enumerate(int(i) for i in indices):
             mask = None
             if self.mask_provider is not None:
@@ -198,7 +206,7 @@ class ClipDataset(Dataset):
                 if ids is not None:
                     mask = _resize_mask((ids > 0) & (ids != video.void_value), size, hard=True)
             if mask is not None:
-                out[k], valid[k] = mask[:, window[0], window[1]], True
+                out[k], valid[k] = mask[:, rows, cols], True
         return out, valid
 
     def __getitem__(self, index: int) -> Dict[str, torch.Tensor]:

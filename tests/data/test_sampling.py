@@ -92,6 +92,22 @@ def test_crop_from_cuts_one_window_of_the_larger_resized_frame_for_frames_refs_a
         ClipSamplerConfig(size=(32, 40), crop_from=(30, 64))
 
 
+def test_crop_p_mixes_windows_and_whole_frames():
+    whole = ClipDataset(COLL, CFG, clips_per_video=10)
+    mixed = ClipDataset(COLL, ClipSamplerConfig(num_frames=4, max_skip=3, num_refs=2, size=(32, 40), seed=9,
+                                                crop_from=(48, 64), crop_p=0.5), clips_per_video=10)
+    kinds = []
+    for index in range(30):
+        item = mixed[index]
+        video = COLL[int(item["video_index"])]
+        first = cv2.resize(video.frame(int(item["frame_indices"][0])), (40, 32), interpolation=cv2.INTER_LINEAR)
+        kinds.append(torch.allclose(item["frames"][0], torch.from_numpy(first).permute(2, 0, 1) / 255.0))
+    assert 5 < sum(kinds) < 25  # about half are whole frames at size, the rest windows
+    assert torch.equal(whole[0]["frames"], ClipDataset(COLL, CFG, clips_per_video=10)[0]["frames"])
+    with pytest.raises(ValueError, match="crop_p"):
+        ClipSamplerConfig(size=(32, 40), crop_from=(48, 64), crop_p=1.5)
+
+
 def test_void_is_not_foreground_and_unannotated_videos_are_invalid():
     frames = np.zeros((5, 8, 8, 3), np.uint8)
     masks = np.zeros((5, 8, 8), np.uint8)
