@@ -43,6 +43,9 @@ class ClipSamplerConfig:
     same cost per step (closer to the scale of 480p inference), with less of the frame around them.
     ``crop_p``: the probability that an item is such a window; the other items are whole frames resized to
     ``size`` (multi-scale training: both the close-up and the whole-frame view).
+    Measured (``benchmarks/pretrain_recipes.py``, DAVIS-2016 train at 240p, size 128x224, crop_from 240x427):
+    val-dev one-shot J&F 69.4 -> 70.6 but zero-shot 59.3 -> 55.9; with crop_p 0.5 one-shot 69.1, zero-shot 60.3.
+    Off by default.
     """
 
     num_frames: int = 3

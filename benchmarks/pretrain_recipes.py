@@ -1,16 +1,16 @@
-"""Does longer pretraining help? Default zero-shot and one-shot J&F of models at several pretraining lengths.
+"""Which pretraining recipe gives the better model? Default zero-shot and one-shot J&F of models pretrained
+with variants of the recipe (length, training scale, ...).
 
-    python benchmarks/pretrain_length.py \\
+    python benchmarks/pretrain_recipes.py \\
         --model "1600 steps=runs/mug_davis16_cpu/model" \\
-        --model "2400 steps, the 1600 run extended=runs/mug_davis16_cpu_3200/checkpoints/step_0002400" \\
-        --model "3200 steps, the 1600 run extended=runs/mug_davis16_cpu_3200/model" \\
-        --model "3200 steps from scratch=runs/mug_davis16_cpu_3200_scratch/model"
+        --model "3200 steps, the 1600 run extended=runs/mug_davis16_cpu_3200/model"
+    python benchmarks/pretrain_recipes.py --update --model "3200 steps from scratch=runs/mug_davis16_cpu_3200_scratch/model"
 
 For every model: the default zero-shot and one-shot on davis2016-val-dev (854x480, as ``davis16.py``) and the
 default one-shot on one DAVIS-2016 *train* sequence in three (where the inference defaults were chosen; its human
 masks only score). A model is an exported folder (``selfvos.from_pretrained``) or a resumable ``step_XXXXXXX``
 checkpoint of a run of ``--config``. ``--update`` keeps the rows of models not named in this call. Writes
-``benchmarks/results/pretrain_length.json`` and prints a table.
+``benchmarks/results/pretrain_recipes.json`` and prints a table.
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from davis16 import CONFIG, DATA, REPO, load_training_checkpoint, print_columns, run_variant  # noqa: E402
 
 TRAIN = REPO.parent / "shared" / "data" / "davis2016-train-240p"
-OUT = REPO / "benchmarks" / "results" / "pretrain_length.json"
+OUT = REPO / "benchmarks" / "results" / "pretrain_recipes.json"
 TASKS = ("val-dev zero-shot", "val-dev one-shot", "train one-shot")
 
 
