@@ -57,6 +57,19 @@ def load_training_checkpoint(folder: Path, config: Path):
     return model.eval()
 
 
+def load_model(spec: str, config: Path = CONFIG):
+    """An exported model folder or Hub id (``selfvos.from_pretrained``), or the model of a resumable
+    ``step_XXXXXXX`` training checkpoint of a run of ``config``."""
+    import selfvos
+
+    path = Path(spec)
+    if (path / "config.json").is_file() or not path.exists():
+        return selfvos.from_pretrained(spec).eval()
+    if (path / "model.safetensors").is_file():
+        return load_training_checkpoint(path, Path(config))
+    raise SystemExit(f"{path}: neither an exported model (config.json) nor a training checkpoint (model.safetensors)")
+
+
 def run_variant(model, collection, task: str, out: Path, *, gt_dir: Path = DATA / "Annotations" / "480p",
                 **settings) -> Dict[str, Any]:
     """Segment every sequence of ``collection``, evaluate against ``gt_dir``, return scores and frames/s."""
@@ -162,7 +175,8 @@ def card_results(results: Dict[str, Dict[str, Any]], command: str) -> list:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", help="exported model folder (selfvos.from_pretrained) or Hub id")
+    parser.add_argument("--checkpoint", help="exported model folder or Hub id (selfvos.from_pretrained), or a "
+                        "step_XXXXXXX training checkpoint of a run of --config")
     parser.add_argument("--pretrain", action="store_true", help="pretrain with --config first")
     parser.add_argument("--config", default=str(CONFIG))
     parser.add_argument("--no-bootstrap-checkpoint", help="resumable checkpoint at the end of training round 0")
@@ -174,7 +188,6 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    import selfvos
     from selfvos.data.sources import open_source
 
     torch.set_num_threads(2)
@@ -186,9 +199,9 @@ def main(argv=None) -> int:
         checkpoint = str(run_pretraining(load_yaml(PretrainConfig, args.config)))
     if not checkpoint:
         parser.error("give --checkpoint or --pretrain")
-    models = {"bootstrapped": selfvos.from_pretrained(checkpoint).eval()}
+    models = {"bootstrapped": load_model(checkpoint, args.config)}
     if args.no_bootstrap_checkpoint:
-        models["no bootstrapping"] = load_training_checkpoint(Path(args.no_bootstrap_checkpoint), Path(args.config))
+        models["no bootstrapping"] = load_model(args.no_bootstrap_checkpoint, args.config)
     collection = open_source(f"davis:{DATA}")
     results: Dict[str, Dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -3,6 +3,7 @@ masks of train are used only to choose settings, never to train.
 
     python benchmarks/davis16_train.py --checkpoint runs/mug_davis16_cpu/model --task zero-shot
     python benchmarks/davis16_train.py --checkpoint runs/mug_davis16_cpu/model --task one-shot
+    python benchmarks/davis16_train.py --checkpoint runs/mug_davis16_cpu/checkpoints/step_0000800 --task zero-shot
 
 zero-shot (all 30 sequences by default): the default ``ZeroShotConfig``; with the propagated prior of the
 previous outputs (weight 0.25; better here, worse on val-dev, so not the default); the constants before the
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from davis16 import REPO, print_table, run_variant, wanted  # noqa: E402
+from davis16 import CONFIG, REPO, load_model, print_table, run_variant, wanted  # noqa: E402
 
 TRAIN = REPO.parent / "shared" / "data" / "davis2016-train-240p"
 RESULTS = REPO / "benchmarks" / "results"
@@ -50,7 +51,9 @@ def variants(task: str) -> Dict[str, Dict[str, Any]]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="exported model folder (selfvos.from_pretrained)")
+    parser.add_argument("--checkpoint", required=True, help="exported model folder or Hub id (selfvos.from_pretrained), "
+                        "or a step_XXXXXXX training checkpoint of a run of --config")
+    parser.add_argument("--config", default=str(CONFIG), help="the run config of a training checkpoint")
     parser.add_argument("--task", choices=sorted(DEFAULT_EVERY), required=True)
     parser.add_argument("--every", type=int, help="take every n-th training sequence (zero-shot 1, one-shot 3)")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/<task>_train.json)")
@@ -61,13 +64,12 @@ def main(argv=None) -> int:
         return 0
     import torch
 
-    import selfvos
     from selfvos.data.sources import open_source
 
     every = args.every or DEFAULT_EVERY[args.task]
     out = Path(args.out or RESULTS / f"{args.task.replace('-', '_')}_train.json")
     torch.set_num_threads(2)
-    model = selfvos.from_pretrained(args.checkpoint).eval()
+    model = load_model(args.checkpoint, args.config)
     collection = [v for i, v in enumerate(open_source(f"davis:{TRAIN}")) if i % every == 0]
     results: Dict[str, Dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():

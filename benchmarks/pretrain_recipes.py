@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from davis16 import CONFIG, DATA, REPO, load_training_checkpoint, print_columns, run_variant  # noqa: E402
+from davis16 import CONFIG, DATA, REPO, load_model, print_columns, run_variant  # noqa: E402
 
 TRAIN = REPO.parent / "shared" / "data" / "davis2016-train-240p"
 OUT = REPO / "benchmarks" / "results" / "pretrain_recipes.json"
@@ -37,17 +37,6 @@ def parse_model(spec: str) -> Tuple[str, Path]:
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"--model wants NAME=PATH, got {spec!r}")
     return name, Path(path)
-
-
-def load_model(path: Path, config: Path):
-    """An exported model folder, or the model weights of a resumable training checkpoint."""
-    import selfvos
-
-    if (path / "config.json").is_file():
-        return selfvos.from_pretrained(path).eval()
-    if (path / "model.safetensors").is_file():
-        return load_training_checkpoint(path, config)
-    raise SystemExit(f"{path}: neither an exported model (config.json) nor a training checkpoint (model.safetensors)")
 
 
 def evaluate(model, val, train, tmp: Path) -> Dict[str, Dict[str, Any]]:
@@ -81,7 +70,7 @@ def main(argv=None) -> int:
     if args.update and out.is_file():
         results = json.loads(out.read_text())["results"]
     for name, path in args.model:
-        model = load_model(path, Path(args.config))
+        model = load_model(str(path), args.config)
         with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
             results[name] = {"model": str(path), **evaluate(model, val, train, Path(tmp))}
         print(name, " ".join(f"{t} {results[name][t]['J&F']:.1f}" for t in TASKS), flush=True)
