@@ -8,7 +8,9 @@ pseudo-masks are resampled bilinearly (``mask_resample``). The output keeps the 
 
 Works on a collated batch ``(B, T, 3, H, W)`` (on any device) or on one :class:`ClipDataset` item
 ``(T, 3, H, W)``. With ``refs_share_geometry`` the reference frames are augmented as extra frames of the
-same clip (same crop, flip and colours as the clip); otherwise they get their own draw.
+same clip (same crop, flip and colours as the clip); otherwise they get their own draw. The close-up
+``track_frames`` of the split view (``ClipSamplerConfig.crop_views="tracking"``) are a view of their own and
+always get their own draw.
 """
 from __future__ import annotations
 
@@ -51,8 +53,8 @@ class ClipAugmentConfig:
 
 
 class ClipAugment(nn.Module):
-    """Batch-contract augmentation: ``forward(batch) -> batch`` with ``frames``/``pseudo_masks`` and
-    ``refs``/``ref_masks`` augmented; every other key is passed through unchanged."""
+    """Batch-contract augmentation: ``forward(batch) -> batch`` with ``frames``/``pseudo_masks``,
+    ``refs``/``ref_masks`` and ``track_frames`` augmented; every other key is passed through unchanged."""
 
     def __init__(self, cfg: Optional[ClipAugmentConfig] = None) -> None:
         super().__init__()
@@ -112,6 +114,9 @@ class ClipAugment(nn.Module):
             if refs is not None:
                 refs, ref_masks = self.augment_clip(refs, ref_masks)
         drop = (lambda x: x.squeeze(0)) if unbatched else (lambda x: x)
+        if "track_frames" in batch:  # drawn after the clip's: the whole-frame view's draws are unchanged
+            close_up = add(batch["track_frames"])
+            out["track_frames"] = drop(self.augment_clip(close_up, close_up.new_zeros(close_up[:, :, :1].shape))[0]).contiguous()
         out["frames"] = drop(frames).contiguous()
         if "pseudo_masks" in batch:
             out["pseudo_masks"] = drop(masks).contiguous()

@@ -6,7 +6,9 @@ One item of :class:`ClipDataset` (the default collate adds the leading ``B``):
 - ``"pseudo_masks"`` float32 (T, 1, H, W) in [0, 1]; ``"mask_valid"`` bool (T,);
 - ``"refs"`` float32 (R, 3, H, W) frames from anywhere in the same video outside the clip;
   ``"ref_masks"`` float32 (R, 1, H, W); ``"ref_valid"`` bool (R,);
-- ``"video_index"`` int64 (), ``"frame_indices"`` int64 (T,), ``"ref_indices"`` int64 (R,).
+- ``"video_index"`` int64 (), ``"frame_indices"`` int64 (T,), ``"ref_indices"`` int64 (R,);
+- only with ``crop_views="tracking"``: ``"track_frames"`` float32 (T, 3, H, W), a close-up window of the same
+  T frames, read by the tracking objective alone.
 
 Reproducibility: every random choice of item ``index`` (clip, references, augmentation) is drawn from
 ``SeedSequence([seed, epoch, index])`` and does not depend on the worker, the process or the order in which
@@ -31,6 +33,7 @@ from selfvos.data.video import LazyVideo, VideoCollection
 MaskProvider = Callable[[str, int], Optional[np.ndarray]]  # (video_name, frame_index) -> (H, W) float in [0, 1]
 ClipAugmenter = Callable[[Dict[str, torch.Tensor]], Dict[str, torch.Tensor]]
 Window = Tuple[Tuple[int, int], Tuple[slice, slice]]  # ((H, W) to resize frames to, (rows, columns) to keep)
+CROP_VIEWS = ("all", "tracking")
 
 
 @dataclass
@@ -43,6 +46,11 @@ class ClipSamplerConfig:
     same cost per step (closer to the scale of 480p inference), with less of the frame around them.
     ``crop_p``: the probability that an item is such a window; the other items are whole frames resized to
     ``size`` (multi-scale training: both the close-up and the whole-frame view).
+    ``crop_views``: which objectives see the window. ``"all"`` (default): the item itself is the window, as
+    above. ``"tracking"``: the item stays whole frames at ``size`` (frame head, matching and memory keep the
+    whole-frame view) and carries ``track_frames``, a ``crop_from`` window of the same clip frames, for the
+    forward-backward tracking objective (the split view: close-ups for correspondence only); ``crop_p`` is
+    then unused.
     Measured (``benchmarks/pretrain_recipes.py``, DAVIS-2016 train at 240p, size 128x224, crop_from 240x427):
     val-dev one-shot J&F 69.4 -> 70.6 but zero-shot 59.3 -> 55.9; with crop_p 0.5 one-shot 69.1, zero-shot 60.3.
     Off by default.
@@ -55,6 +63,7 @@ class ClipSamplerConfig:
     seed: int = 0
     crop_from: Optional[Tuple[int, int]] = None
     crop_p: float = 1.0
+    crop_views: str = "all"  # "all" | "tracking"
 
     def __post_init__(self) -> None:
         if self.num_frames < 1 or self.max_skip < 1 or self.num_refs < 0:
@@ -66,11 +75,21 @@ class ClipSamplerConfig:
             raise ValueError(f"crop_from must be (H, W) at least size {tuple(self.size)}, got {self.crop_from}")
         if not 0.0 <= self.crop_p <= 1.0:
             raise ValueError(f"crop_p must be in [0, 1], got {self.crop_p}")
+        if self.crop_views not in CROP_VIEWS:
+            raise ValueError(f"crop_views must be one of {CROP_VIEWS}, got {self.crop_views!r}")
+        if self.crop_views == "tracking" and self.crop_from is None:
+            raise ValueError("crop_views='tracking' needs crop_from (the size frames are resized to before the window)")
 
     @property
     def frame_size(self) -> Tuple[int, int]:
-        """(H, W) whole frames are resized to: ``crop_from`` if set, else ``size`` (the model's training scale)."""
-        return tuple(self.crop_from) if self.crop_from is not None else tuple(self.size)
+        """(H, W) of the whole-frame scale the frame head is trained at (the relabel runs at it): ``crop_from``
+        when every objective sees the window, else ``size``."""
+        return tuple(self.crop_from) if self.item_crops else tuple(self.size)
+
+    @property
+    def item_crops(self) -> bool:
+        """Whether the item itself (frames, refs, masks) may be a ``crop_from`` window."""
+        return self.crop_from is not None and self.crop_views == "all"
 
 
 @dataclass
@@ -173,15 +192,16 @@ class ClipDataset(Dataset):
     def item_seed(self, index: int) -> np.random.SeedSequence:
         return np.random.SeedSequence([self.cfg.seed, self.epoch, int(index)])
 
-    def _window(self, rng: np.random.Generator) -> Window:
-        """The item's view: (size frames are resized to, (rows, columns) cut from them). A random ``size``
-        window of frames at ``crop_from`` (with probability ``crop_p``), else whole frames at ``size``.
-        Nothing is drawn without ``crop_from`` (nor a coin at ``crop_p`` 1), so items stay identical to
-        those of earlier runs."""
-        (h, w), (fh, fw) = self.cfg.size, self.cfg.frame_size
+    def _window(self, rng: np.random.Generator, crop: bool, crop_p: float = 1.0) -> Window:
+        """A view: (size frames are resized to, (rows, columns) cut from them). With ``crop``, a random
+        ``size`` window of frames at ``crop_from`` (with probability ``crop_p``), else whole frames at
+        ``size``. Nothing is drawn without ``crop`` (nor a coin at ``crop_p`` 1), so items stay identical
+        to those of earlier runs."""
+        (h, w) = self.cfg.size
         whole = ((h, w), (slice(0, h), slice(0, w)))
-        if (h, w) == (fh, fw) or (self.cfg.crop_p < 1.0 and rng.random() >= self.cfg.crop_p):
+        if not crop or tuple(self.cfg.crop_from) == (h, w) or (crop_p < 1.0 and rng.random() >= crop_p):
             return whole
+        fh, fw = self.cfg.crop_from
         y, x = int(rng.integers(0, fh - h + 1)), int(rng.integers(0, fw - w + 1))
         return (fh, fw), (slice(y, y + h), slice(x, x + w))
 
@@ -220,7 +240,7 @@ class ClipDataset(Dataset):
         rng = np.random.default_rng(self.item_seed(index))
         clip = sample_clip_indices(rng, len(video), self.cfg.num_frames, self.max_skip)
         refs = sample_reference_indices(rng, len(video), clip, self.cfg.num_refs)
-        window = self._window(rng)
+        window = self._window(rng, self.cfg.item_crops, self.cfg.crop_p)
         item = {
             "frames": self._frames(video, clip, window),
             "refs": self._frames(video, refs, window),
@@ -230,6 +250,8 @@ class ClipDataset(Dataset):
         }
         item["pseudo_masks"], item["mask_valid"] = self._masks(video, clip, window)
         item["ref_masks"], item["ref_valid"] = self._masks(video, refs, window)
+        if self.cfg.crop_views == "tracking":  # drawn last: the whole-frame view above is unchanged
+            item["track_frames"] = self._frames(video, clip, self._window(rng, crop=True))
         if self.augment is not None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(np.random.SeedSequence([self.cfg.seed, self.epoch, int(index), 1]).generate_state(1)[0]))

@@ -8,7 +8,8 @@ the paper's order short-term, long-term, video; the mapping is unverified): ``tr
 
 Each frame and reference is encoded ONCE per step; features are shared by every objective (the matching
 term additionally encodes its B warped ``warp_size`` px images). A disabled term is not computed and is
-reported as 0.
+reported as 0. With the split view (``batch["track_frames"]``, ``ClipSamplerConfig.crop_views="tracking"``)
+the tracking term reads phi of those close-up frames instead (one more encode of B x T images).
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ class MuGObjective(nn.Module):
 
     ``loss`` carries the gradient; the per-term values are unweighted and detached. Matching also
     reports ``matching_transform`` and ``matching_consistency``. ``batch`` follows the pretraining batch
-    contract (``frames`` (B, T, 3, H, W), ``pseudo_masks``, ``mask_valid``, ``refs``, ``ref_masks``, ``ref_valid``).
+    contract (``frames`` (B, T, 3, H, W), ``pseudo_masks``, ``mask_valid``, ``refs``, ``ref_masks``, ``ref_valid``;
+    optional ``track_frames`` (B, T, 3, H, W) for the tracking term).
     """
 
     def __init__(self, config: ObjectiveConfig | None = None) -> None:
@@ -90,7 +92,8 @@ class MuGObjective(nn.Module):
                 loss = (loss * n_frames + ref_loss * n_refs) / (n_frames + n_refs).clamp(min=1)
             terms["frame"] = loss
         if on["tracking"]:
-            terms["tracking"] = self.tracking_objective(feats)
+            close_up = batch.get("track_frames")
+            terms["tracking"] = self.tracking_objective(feats if close_up is None else model.encode(close_up))
         if on["matching"]:
             out = self.matching_objective(model, frames, feats, refs if has_refs else None, ref_feats)
             terms["matching"] = out["loss"]

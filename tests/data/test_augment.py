@@ -90,6 +90,20 @@ def test_single_item_without_batch_dim_and_empty_refs():
     assert 0.0 <= out["frames"].min() and out["frames"].max() <= 1.0
 
 
+def test_close_up_track_frames_get_their_own_draw_and_leave_the_clip_unchanged():
+    frames, masks = red_square_clip()
+    batch = {"frames": frames, "pseudo_masks": masks}
+    aug = ClipAugment(ALWAYS)
+    torch.manual_seed(3)
+    plain = aug(batch)
+    torch.manual_seed(3)
+    split = aug({**batch, "track_frames": frames.clone()})
+    assert torch.equal(split["frames"], plain["frames"]) and torch.equal(split["pseudo_masks"], plain["pseudo_masks"])
+    assert split["track_frames"].shape == frames.shape
+    assert not torch.allclose(split["track_frames"], split["frames"])  # a draw of its own
+    assert "track_frames" not in plain
+
+
 def test_bad_mask_resample_is_rejected():
     with pytest.raises(ValueError, match="mask_resample"):
         ClipAugmentConfig(mask_resample="cubic")

@@ -108,6 +108,34 @@ def test_crop_p_mixes_windows_and_whole_frames():
         ClipSamplerConfig(size=(32, 40), crop_from=(48, 64), crop_p=1.5)
 
 
+def test_split_view_keeps_whole_frames_and_adds_a_close_up_of_the_clip_for_tracking():
+    split = ClipSamplerConfig(num_frames=4, max_skip=3, num_refs=2, size=(32, 40), seed=9, crop_from=(48, 64),
+                              crop_views="tracking")
+    assert split.frame_size == (32, 40)  # the frame head (and the relabel) stays at the whole-frame scale
+    whole, ds = ClipDataset(COLL, CFG, clips_per_video=4), ClipDataset(COLL, split, clips_per_video=4)
+    corners = set()
+    for index in range(8):
+        item, reference = ds[index], whole[index]
+        for key in reference:  # the whole-frame view is exactly the item without the split view
+            assert torch.equal(item[key], reference[key]), key
+        video = COLL[int(item["video_index"])]
+        big = [cv2.resize(video.frame(i), (64, 48), interpolation=cv2.INTER_LINEAR) for i in item["frame_indices"].tolist()]
+        close_up = item["track_frames"]
+        assert close_up.shape == (4, 3, 32, 40)
+        found = [(y, x) for y in range(17) for x in range(25)
+                 if torch.allclose(close_up[0], torch.from_numpy(big[0][y:y + 32, x:x + 40]).permute(2, 0, 1) / 255.0)]
+        assert len(found) >= 1
+        y, x = found[0]
+        corners.add((y, x))
+        for k, frame in enumerate(big):  # one window for every frame of the clip
+            assert torch.allclose(close_up[k], torch.from_numpy(frame[y:y + 32, x:x + 40]).permute(2, 0, 1) / 255.0)
+    assert len(corners) > 1
+    with pytest.raises(ValueError, match="crop_views"):
+        ClipSamplerConfig(size=(32, 40), crop_from=(48, 64), crop_views="refs")
+    with pytest.raises(ValueError, match="needs crop_from"):
+        ClipSamplerConfig(size=(32, 40), crop_views="tracking")
+
+
 def test_void_is_not_foreground_and_unannotated_videos_are_invalid():
     frames = np.zeros((5, 8, 8, 3), np.uint8)
     masks = np.zeros((5, 8, 8), np.uint8)

@@ -70,6 +70,30 @@ def test_each_image_is_encoded_once(batch, monkeypatch):
     assert calls == [(2, 3, 3, 64, 64), (2, 2, 3, 32, 32), (2, 3, 64, 64)]
 
 
+def test_split_view_tracking_reads_the_close_up_frames(batch, monkeypatch):
+    model = small_model()
+    only_tracking = MuGObjective(ObjectiveConfig(frame=False, matching=False, memory=False))
+    torch.manual_seed(0)
+    plain = only_tracking(model, batch)["tracking"]
+    torch.manual_seed(0)  # the same patches on the same frames passed as the close-up: the same loss
+    assert torch.allclose(only_tracking(model, {**batch, "track_frames": batch["frames"]})["tracking"], plain)
+    close_up = batch["frames"][..., 8:40, 8:40]
+    torch.manual_seed(0)
+    split = only_tracking(model, {**batch, "track_frames": close_up})["tracking"]
+    assert not torch.allclose(split, plain)
+    calls = []
+    original = MuGModel.encode
+
+    def counting(self, images):
+        calls.append(tuple(images.shape))
+        return original(self, images)
+
+    monkeypatch.setattr(MuGModel, "encode", counting)
+    MuGObjective()(model, {**batch, "track_frames": close_up})
+    # clip, references, the close-up clip for tracking, the matching warps
+    assert calls == [(2, 3, 3, 64, 64), (2, 2, 3, 32, 32), (2, 3, 3, 32, 32), (2, 3, 64, 64)]
+
+
 def test_configuration_errors(model, batch):
     with pytest.raises(ValueError, match="every term is disabled"):
         MuGObjective(ObjectiveConfig(frame=False, tracking=False, matching=False, memory=False))
