@@ -64,6 +64,17 @@ def test_frames_and_masks_are_the_resized_video():
         assert torch.equal(item["pseudo_masks"][k, 0], torch.from_numpy(fg))
 
 
+def window_corner(crops: torch.Tensor, big: list) -> tuple:
+    """(y, x) of the one 32x40 window that every crop (K, 3, 32, 40) cuts from its 48x64 frame in ``big``."""
+    as_tensor = lambda frame, y, x: torch.from_numpy(frame[y:y + 32, x:x + 40]).permute(2, 0, 1) / 255.0
+    found = [(y, x) for y in range(17) for x in range(25) if torch.allclose(crops[0], as_tensor(big[0], y, x))]
+    assert len(found) >= 1 and len(crops) == len(big)
+    y, x = found[0]
+    for crop, frame in zip(crops, big):
+        assert torch.allclose(crop, as_tensor(frame, y, x))
+    return y, x
+
+
 def test_crop_from_cuts_one_window_of_the_larger_resized_frame_for_frames_refs_and_masks():
     cfg = ClipSamplerConfig(num_frames=4, max_skip=3, num_refs=2, size=(32, 40), seed=9, crop_from=(48, 64))
     assert cfg.frame_size == (48, 64) and CFG.frame_size == (32, 40)
@@ -76,13 +87,8 @@ def test_crop_from_cuts_one_window_of_the_larger_resized_frame_for_frames_refs_a
                for i in item["frame_indices"].tolist() + item["ref_indices"].tolist()]
         crops = torch.cat([item["frames"], item["refs"]])
         assert crops.shape == (6, 3, 32, 40)
-        found = [(y, x) for y in range(17) for x in range(25)
-                 if torch.allclose(crops[0], torch.from_numpy(big[0][y:y + 32, x:x + 40]).permute(2, 0, 1) / 255.0)]
-        assert len(found) >= 1
-        y, x = found[0]
+        y, x = window_corner(crops, big)  # the same window in every frame and reference
         corners.add((y, x))
-        for k, frame in enumerate(big):  # the same window in every frame and reference
-            assert torch.allclose(crops[k], torch.from_numpy(frame[y:y + 32, x:x + 40]).permute(2, 0, 1) / 255.0)
         for k, i in enumerate(item["frame_indices"].tolist()):
             fg = cv2.resize((video.mask(i) > 0).astype(np.float32), (64, 48), interpolation=cv2.INTER_NEAREST)
             assert torch.equal(item["pseudo_masks"][k, 0], torch.from_numpy(fg[y:y + 32, x:x + 40]))
@@ -122,13 +128,7 @@ def test_split_view_keeps_whole_frames_and_adds_a_close_up_of_the_clip_for_track
         big = [cv2.resize(video.frame(i), (64, 48), interpolation=cv2.INTER_LINEAR) for i in item["frame_indices"].tolist()]
         close_up = item["track_frames"]
         assert close_up.shape == (4, 3, 32, 40)
-        found = [(y, x) for y in range(17) for x in range(25)
-                 if torch.allclose(close_up[0], torch.from_numpy(big[0][y:y + 32, x:x + 40]).permute(2, 0, 1) / 255.0)]
-        assert len(found) >= 1
-        y, x = found[0]
-        corners.add((y, x))
-        for k, frame in enumerate(big):  # one window for every frame of the clip
-            assert torch.allclose(close_up[k], torch.from_numpy(frame[y:y + 32, x:x + 40]).permute(2, 0, 1) / 255.0)
+        corners.add(window_corner(close_up, big))  # one window for every frame of the clip
     assert len(corners) > 1
     with pytest.raises(ValueError, match="crop_views"):
         ClipSamplerConfig(size=(32, 40), crop_from=(48, 64), crop_views="refs")

@@ -55,8 +55,8 @@ def test_ablation_switches_remove_terms(batch, only):
         assert (grad is not None and grad.abs().sum() > 0) == (only in used_by), (only, module)
 
 
-def test_each_image_is_encoded_once(batch, monkeypatch):
-    model = small_model()
+def encode_calls(monkeypatch, batch) -> list:
+    """The image shapes of every ``MuGModel.encode`` call of one default objective step, in order."""
     calls = []
     original = MuGModel.encode
 
@@ -65,7 +65,12 @@ def test_each_image_is_encoded_once(batch, monkeypatch):
         return original(self, images)
 
     monkeypatch.setattr(MuGModel, "encode", counting)
-    MuGObjective()(model, batch)
+    MuGObjective()(small_model(), batch)
+    return calls
+
+
+def test_each_image_is_encoded_once(batch, monkeypatch):
+    calls = encode_calls(monkeypatch, batch)
     # the clip, the references and the warped images of the matching term: three backbone calls
     assert calls == [(2, 3, 3, 64, 64), (2, 2, 3, 32, 32), (2, 3, 64, 64)]
 
@@ -81,15 +86,7 @@ def test_split_view_tracking_reads_the_close_up_frames(batch, monkeypatch):
     torch.manual_seed(0)
     split = only_tracking(model, {**batch, "track_frames": close_up})["tracking"]
     assert not torch.allclose(split, plain)
-    calls = []
-    original = MuGModel.encode
-
-    def counting(self, images):
-        calls.append(tuple(images.shape))
-        return original(self, images)
-
-    monkeypatch.setattr(MuGModel, "encode", counting)
-    MuGObjective()(model, {**batch, "track_frames": close_up})
+    calls = encode_calls(monkeypatch, {**batch, "track_frames": close_up})
     # clip, references, the close-up clip for tracking, the matching warps
     assert calls == [(2, 3, 3, 64, 64), (2, 2, 3, 32, 32), (2, 3, 3, 32, 32), (2, 3, 64, 64)]
 
