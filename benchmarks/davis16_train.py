@@ -42,9 +42,11 @@ def variants(task: str) -> Dict[str, Dict[str, Any]]:
     if task == "one-shot":
         return {"default (guided refinement r 16, eps 1e-5)": {"one_shot": OneShotConfig()},
                 "without guided refinement": {"one_shot": OneShotConfig(refine_radius=0)},
-                "model features + Lab colour (weight 1)": {"one_shot": OneShotConfig(features="both")}}
+                "model features + Lab colour (weight 1)": {"one_shot": OneShotConfig(features="both")},
+                "flip-averaged model features": {"one_shot": OneShotConfig(flip_average=True)}}
     return {"default": {"zero_shot": ZeroShotConfig()},
             "with the propagated prior (weight 0.25)": {"zero_shot": ZeroShotConfig(propagation_weight=0.25)},
+            "flip-averaged frame head": {"zero_shot": ZeroShotConfig(flip_average=True)},
             "constants before the train-set choice": {"zero_shot": ZeroShotConfig(
                 reference_weight=0.5, temporal_momentum=0.5, grabcut_min_iou=0.0)}}
 

@@ -70,6 +70,7 @@ class OneShotConfig:
     lab_scale: float = 0.1  # Lab units -> feature units (a difference of 10 Lab units = 1)
     lab_weight: float = 1.0  # weight of the Lab term for features="both"
     max_anchors: int = 3  # annotated frames kept: the first forever + the latest later ones
+    flip_average: bool = False  # model features = mean of the frame's and its mirror image's (mirrored back)
     # guided-filter refinement of the upsampled probabilities (refine.py): radius in working-size pixels
     # (0 = plain bilinear upsampling), ridge eps, fast-filter subsampling
     refine_radius: int = 16
@@ -145,8 +146,10 @@ class FeatureEmbedding:
         if cfg.features == "lab":
             size = (math.ceil(image.shape[-2] / cfg.lab_stride), math.ceil(image.shape[-1] / cfg.lab_stride))
             return lab_pair(image, size, cfg.lab_scale)
+        batch = torch.cat([image, image.flip(-1)]) if cfg.flip_average else image
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):
-            features = F.normalize(self.model.encode(image)[0].float(), dim=0)
+            encoded = F.normalize(self.model.encode(batch).float(), dim=1)
+        features = encoded[0] if len(encoded) == 1 else F.normalize(encoded[0] + encoded[1].flip(-1), dim=0)
         if cfg.features == "model":
             return features, features
         query, key = lab_pair(image, tuple(features.shape[-2:]), cfg.lab_scale)

@@ -2,7 +2,9 @@
 
 Per frame t (features at 1/stride of the encode size, ``Q`` query cells, ``R`` cells per reference):
 
-1. encode ONCE at ``input_max_side`` and cache ``x_t = embed(phi)`` (D, h, w) and ``p_t = sigmoid(rho(phi))``;
+1. encode ONCE at ``input_max_side`` and cache ``x_t = embed(phi)`` (D, h, w) and ``p_t = sigmoid(rho(phi))``
+   (with ``flip_average`` the frame-head logit is the mean of the frame's and its mirror image's, mirrored
+   back: the two share one batched backbone call);
 2. for each of N reference frames r of the same video, the raw co-attention logits
    ``A = x_t^T W x_r`` (``MuGModel.coattention``, (Q, R)) get ONE softmax over the reference positions
    (COSNet's ``S^c``, no extra temperature: the learned W is the temperature) and carry the reference
@@ -100,6 +102,7 @@ class ZeroShotConfig:
     max_components: int = 2
     min_component_ratio: float = 0.1
     input_max_side: Optional[int] = 432
+    flip_average: bool = False
     motion_weight: float = 0.5
     grabcut_iterations: int = 3
     grabcut_min_iou: float = 0.3
@@ -223,8 +226,12 @@ class ZeroShotSegmenter:
         """(H, W, 3) uint8 RGB -> :class:`EncodedFrame` (one backbone call at ``input_max_side``)."""
         small = np.ascontiguousarray(shrink_frame(np.asarray(frame), self.cfg.input_max_side))
         image = torch.from_numpy(small).to(self.device).permute(2, 0, 1)[None].float() / 255
-        features = self.model.encode(image)  # (1, C, h, w)
-        logit = self.model.frame_logits(features)[0, 0].float()
+        if self.cfg.flip_average:
+            image = torch.cat([image, image.flip(-1)])
+        features = self.model.encode(image)  # (1 or 2, C, h, w)
+        logits = self.model.frame_logits(features)[:, 0].float()
+        logit = logits[0] if len(logits) == 1 else (logits[0] + logits[1].flip(-1)) / 2
+        features = features[:1]
         embedding = self.model.embed(features)[0]
         unit = None if self.prior is None else torch.nn.functional.normalize(features[0].float(), dim=0)
         return EncodedFrame(unit, embedding, logit, torch.sigmoid(logit), tuple(frame.shape[:2]), small)

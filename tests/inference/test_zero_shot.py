@@ -47,6 +47,17 @@ def count_encodes(model: MuGModel, monkeypatch) -> list:
     return calls
 
 
+def test_flip_averaged_frame_head_is_the_mean_of_both_views_and_mirror_equivariant(model, video):
+    frame = video.frame(0)
+    plain = ZeroShotSegmenter(model, ZeroShotConfig(input_max_side=None))
+    flipped = ZeroShotSegmenter(model, ZeroShotConfig(input_max_side=None, flip_average=True))
+    mirror = np.ascontiguousarray(frame[:, ::-1])
+    expected = (plain.encode(frame).logit + plain.encode(mirror).logit.flip(-1)) / 2
+    torch.testing.assert_close(flipped.encode(frame).logit, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(flipped.encode(mirror).logit, flipped.encode(frame).logit.flip(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(flipped.encode(frame).embedding, plain.encode(frame).embedding)  # features unchanged
+
+
 def test_carry_matches_formula(model):
     g = torch.Generator().manual_seed(1)
     query = torch.nn.functional.normalize(torch.randn(32, 3, 4, generator=g), dim=0)
