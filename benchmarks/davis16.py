@@ -12,8 +12,8 @@ annotation), which are scored with the official-parity evaluator (``selfvos.eval
   motion cue, GrabCut, the guard, all of them (the frame head alone), and the defaults before the train-set
   choice; the round-0 pseudo-label engine alone (manifold ranking + motion +
   GrabCut, no learning) is the floor the model has to add to;
-- one-shot: label propagation on the model features (with the default guided-filter refinement of the
-  upsampled probabilities, and without it), on raw Lab colour (the no-learning floor of BRIEF 7), and
+- one-shot: label propagation on the model features (flip-averaged, with the default guided-filter refinement
+  of the upsampled probabilities; without flip averaging; without the refinement), on raw Lab colour (the no-learning floor of BRIEF 7), and
   both; first-frame copy as the trivial floor;
 - ``--no-bootstrap-checkpoint``: the default zero-shot, the frame head alone and one-shot on model features
   with the weights at the end of the first training round (trained on the initial pseudo-masks only, before
@@ -131,6 +131,7 @@ def variants(model) -> Dict[str, tuple]:
         "zero-shot, threshold 0.4 (best on train)": zero_shot(threshold=0.4),
         "pseudo-label engine alone (no learning)": ("pseudo", {"max_side": 432}),
         "one-shot (model features)": ("one-shot", {"one_shot": OneShotConfig(features="model")}),
+        "one-shot without flip averaging": ("one-shot", {"one_shot": OneShotConfig(flip_average=False)}),
         "one-shot without guided refinement": ("one-shot", {"one_shot": OneShotConfig(refine_radius=0)}),
         "one-shot (model + Lab)": ("one-shot", {"one_shot": OneShotConfig(features="both")}),
         "one-shot (Lab only, no learning)": ("one-shot", {"one_shot": OneShotConfig.lab_floor()}),

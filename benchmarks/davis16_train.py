@@ -40,10 +40,10 @@ def variants(task: str) -> Dict[str, Dict[str, Any]]:
     from selfvos.inference.zero_shot import ZeroShotConfig
 
     if task == "one-shot":
-        return {"default (guided refinement r 16, eps 1e-5)": {"one_shot": OneShotConfig()},
+        return {"default (flip-averaged features, guided refinement r 16, eps 1e-5)": {"one_shot": OneShotConfig()},
+                "without flip averaging": {"one_shot": OneShotConfig(flip_average=False)},
                 "without guided refinement": {"one_shot": OneShotConfig(refine_radius=0)},
-                "model features + Lab colour (weight 1)": {"one_shot": OneShotConfig(features="both")},
-                "flip-averaged model features": {"one_shot": OneShotConfig(flip_average=True)}}
+                "model features + Lab colour (weight 1)": {"one_shot": OneShotConfig(features="both")}}
     return {"default": {"zero_shot": ZeroShotConfig()},
             "with the propagated prior (weight 0.25)": {"zero_shot": ZeroShotConfig(propagation_weight=0.25)},
             "flip-averaged frame head": {"zero_shot": ZeroShotConfig(flip_average=True)},

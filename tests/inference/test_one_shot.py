@@ -98,13 +98,14 @@ def test_model_features_run_at_stride_8(features, model):
 
 def test_flip_averaged_features_are_mirror_equivariant_unit_vectors(model):
     frames, _ = _scene(t=1, h=64, w=96)
-    cfg = OneShotConfig(short_side=None, flip_average=True, encode_dtype="float32")
+    cfg = OneShotConfig(short_side=None, encode_dtype="float32")  # flip_average is the default
+    assert cfg.flip_average
     embed = OneShotPropagator(model, cfg).embed
     image = OneShotPropagator(model, cfg)._prepare(frames[0])
     features, mirrored = embed(image)[0], embed(image.flip(-1))[0]
     torch.testing.assert_close(mirrored, features.flip(-1), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(features.norm(dim=0), torch.ones(8, 12))
-    plain = OneShotPropagator(model, OneShotConfig(short_side=None, encode_dtype="float32")).embed
+    plain = OneShotPropagator(model, OneShotConfig(short_side=None, encode_dtype="float32", flip_average=False)).embed
     expected = torch.nn.functional.normalize(plain(image)[0] + plain(image.flip(-1))[0].flip(-1), dim=0)
     torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
 
