@@ -14,7 +14,8 @@ to the frame size, argmax. The context keeps the grid's soft labels, not the ref
 refined labels back scored 54.2 against 77.7 on train: the sharpened labels drift).
 
 Feature sources (``features``):
-* ``model``: ``normalize(model.encode(image))``; affinity = cosine similarity.
+* ``model``: ``normalize(model.encode(image))``, by default averaged with the mirrored features of the
+  mirror image (``flip_average``); affinity = cosine similarity.
 * ``lab``: CIE Lab colour (kornia, D65) of the frame area-resized to a ``1/lab_stride`` grid, times
   ``lab_scale``. Raw colours have no meaningful dot product, so the affinity is the negative squared
   distance ``-|x_q - x_k|^2 / 2`` (plus a per-query constant that neither top-k nor softmax sees),
