@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     import torch
 
     from selfvos.data.sources import open_source
+    from selfvos.pseudo.store import atomic_write_bytes
 
     torch.set_num_threads(2)
     val = list(open_source(f"davis:{DATA}"))  # opened once for every model
@@ -77,8 +78,8 @@ def main(argv=None) -> int:
     report = {"_about": {"data": "davis2016-val-dev (4 sequences, 854x480) and davis2016-train-240p (every 3rd "
                                  "sequence), default ZeroShotConfig / OneShotConfig, official protocol",
                          "machine": platform.platform(), "date": time.strftime("%Y-%m-%d")}, "results": results}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    # rows of hour-long runs accumulate here (--update): replace the file atomically, never truncate it half-way
+    atomic_write_bytes(out, lambda fh: fh.write(json.dumps(report, indent=2).encode("utf-8")))
     print_columns(results, TASKS, "model")
     print(f"wrote {out}")
     return 0
