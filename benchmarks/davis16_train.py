@@ -11,6 +11,9 @@ train-set choice (co-attention references at weight 0.5, EMA 0.5, no GrabCut IoU
 one-shot (every 3rd sequence by default): the default ``OneShotConfig`` (guided-filter refinement r 16,
 eps 1e-5), without the refinement (bilinear upsampling), and model features + Lab colour (``features="both"``,
 better here than on val-dev: train is 240p upsampled to the 480p working size).
+``--vary FIELD=V1,V2`` (repeatable) adds one variant per value of a field of the task's config, all other
+fields at their defaults or at the ``--base FIELD=V`` changes (a one-at-a-time sweep:
+``--vary topk=5,20 --vary temperature=0.05,0.1 --only =``; ``--only =`` keeps the swept variants only).
 Frames are 240p (one-shot encodes them at the default short side 480 like val; zero-shot at most 432 px
 wide). Writes ``benchmarks/results/<task>_train.json`` (``zero_shot_train.json``, ``one_shot_train.json``)
 and prints a table.
@@ -51,6 +54,35 @@ def variants(task: str) -> Dict[str, Dict[str, Any]]:
                 reference_weight=0.5, temporal_momentum=0.5, grabcut_min_iou=0.0)}}
 
 
+def parse_settings(config, specs) -> Dict[str, list]:
+    """``FIELD=V1,V2`` strings -> {FIELD: [parsed values]} for the fields of dataclass ``config``."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(config)}
+    out: Dict[str, list] = {}
+    for spec in specs:
+        name, _, values = spec.partition("=")
+        if name not in fields or not values:
+            raise SystemExit(f"{spec!r}: expected FIELD=V1,V2 with FIELD one of {sorted(fields)}")
+        kind = type(getattr(config(), name))
+        kind = int if kind is type(None) else kind  # Optional[int] fields (tile)
+        out[name] = [v.lower() in ("1", "true", "yes") if kind is bool else kind(v) for v in values.split(",")]
+    return out
+
+
+def swept_variants(task: str, vary, base=()) -> Dict[str, Dict[str, Any]]:
+    """``--vary FIELD=V1,V2`` -> {"[BASE ]FIELD=V": settings}: one field changed at a time from the default
+    config with the ``--base FIELD=V`` changes applied."""
+    from selfvos.inference.one_shot import OneShotConfig
+    from selfvos.inference.zero_shot import ZeroShotConfig
+
+    config, key = (OneShotConfig, "one_shot") if task == "one-shot" else (ZeroShotConfig, "zero_shot")
+    fixed = {name: values[0] for name, values in parse_settings(config, base).items()}
+    prefix = "".join(f"{name}={value} " for name, value in fixed.items())
+    return {f"{prefix}{name}={value}": {key: config(**{**fixed, name: value})}
+            for name, values in parse_settings(config, vary).items() for value in values}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", required=True, help="exported model folder or Hub id (selfvos.from_pretrained), "
@@ -60,6 +92,10 @@ def main(argv=None) -> int:
     parser.add_argument("--every", type=int, help="take every n-th training sequence (zero-shot 1, one-shot 3)")
     parser.add_argument("--out", help="JSON path (default benchmarks/results/<task>_train.json)")
     parser.add_argument("--only", default="", help="comma-separated subset of variant names (substring match)")
+    parser.add_argument("--vary", action="append", default=[], metavar="FIELD=V1,V2",
+                        help="add one variant per value of a config field (repeatable)")
+    parser.add_argument("--base", action="append", default=[], metavar="FIELD=V",
+                        help="config change applied to every --vary variant (repeatable)")
     args = parser.parse_args(argv)
     if not TRAIN.is_dir():
         print(f"skipped: {TRAIN} not found", file=sys.stderr)
@@ -75,7 +111,7 @@ def main(argv=None) -> int:
     collection = [v for i, v in enumerate(open_source(f"davis:{TRAIN}")) if i % every == 0]
     results: Dict[str, Dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-        for name, settings in variants(args.task).items():
+        for name, settings in {**variants(args.task), **swept_variants(args.task, args.vary, args.base)}.items():
             if not wanted(name, args.only):
                 continue
             results[name] = run_variant(model, collection, args.task, Path(tmp) / str(len(results)),
