@@ -64,10 +64,16 @@ class OneShotConfig:
     """
 
     features: str = "model"  # "model" | "lab" | "both"
-    num_previous: int = 5  # context = anchors (first frame) + this many previous frames (DINO/UVC: 7, CRW: 20)
+    # context = anchors (first frame) + this many previous frames (DINO/UVC: 7, CRW: 20). Chosen with radius
+    # on DAVIS-2016 train (one sequence in three, flip-averaged): r 8 / 12 / 16 at 5 previous frames: J&F
+    # 71.1 / 80.3 / 81.0 (r 8 loses soccerball's fast object); 3 / 5 / 8 previous at r 12: 80.4 / 80.3 /
+    # 80.4; r 16 with 3 previous: 81.0 at 2.55 frames/s (r 12 with 5: 2.25; r 20 with 3: 81.0 at 2.29).
+    # Top-k 5 / 10 / 20: 80.0 / 80.3 / 80.2; temperature 0.05 / 0.07 / 0.1: 80.3 each.
+    # (benchmarks/results/one_shot_train_sweep*.json, ``benchmarks/davis16_train.py --vary``.)
+    num_previous: int = 3
     topk: int = 10
     temperature: float = 0.07
-    radius: int = 12  # local window radius in feature cells
+    radius: int = 16  # local window radius in feature cells (128 px at the 480p working size)
     window: str = "square"  # "square" (|dy|, |dx| <= r) | "disk" (dy^2 + dx^2 <= r^2)
     short_side: Optional[int] = 480  # frames resized so the short side is this before encoding; None = as given
     lab_stride: int = 8  # grid of the "lab" source: 1/lab_stride of the resized frame
@@ -77,6 +83,9 @@ class OneShotConfig:
     # model features = normalised mean of the frame's and its mirror image's (mirrored back): one batched
     # backbone call of 2 images. DAVIS-2016 train (one sequence in three): J&F 78.1 -> 80.3 (2.2 frames/s).
     flip_average: bool = True
+    # decision rule of the output ids: argmax over (p_background, g p_1, ..., g p_K) with g = object_gain
+    # (one object: foreground where p > 1 / (1 + g)); the probabilities and the context labels stay as they are
+    object_gain: float = 1.0
     # guided-filter refinement of the upsampled probabilities (refine.py): radius in working-size pixels
     # (0 = plain bilinear upsampling), ridge eps, fast-filter subsampling
     refine_radius: int = 16
@@ -97,7 +106,7 @@ class OneShotConfig:
         for name in ("affinity_dtype", "encode_dtype"):
             if getattr(self, name) not in DTYPES:
                 raise ValueError(f"{name} must be one of {DTYPES}, got {getattr(self, name)!r}")
-        if self.temperature <= 0 or self.topk < 1 or self.num_previous < 0 or self.lab_stride < 1:
+        if self.temperature <= 0 or self.object_gain <= 0 or self.topk < 1 or self.num_previous < 0 or self.lab_stride < 1:
             raise ValueError(f"invalid one-shot config: {self}")
 
     @classmethod
@@ -121,9 +130,12 @@ def lab_pair(image: torch.Tensor, size: Tuple[int, int], scale: float) -> Tuple[
     return query, key
 
 
-def ids_from_probabilities(probs: torch.Tensor, object_ids: List[int]) -> np.ndarray:
-    """Probabilities (K+1, H, W), channel 0 background, channel i ``object_ids[i-1]`` -> (H, W) uint8 ids."""
+def ids_from_probabilities(probs: torch.Tensor, object_ids: List[int], object_gain: float = 1.0) -> np.ndarray:
+    """Probabilities (K+1, H, W), channel 0 background, channel i ``object_ids[i-1]`` -> (H, W) uint8 ids
+    (argmax, the object channels multiplied by ``object_gain`` first)."""
     table = torch.tensor([0, *object_ids], dtype=torch.uint8)
+    if object_gain != 1.0:
+        probs = torch.cat([probs[:1], probs[1:] * object_gain])
     return table[probs.max(0).indices.cpu()].numpy()  # the first maximum, like argmax, ~10x faster on CPU
 
 
@@ -270,7 +282,7 @@ class OneShotPropagator:
 
     def to_ids(self, probs: torch.Tensor) -> np.ndarray:
         """Probabilities (K+1, H, W) -> (H, W) uint8 object ids (argmax; 0 = background)."""
-        return ids_from_probabilities(probs, self._object_ids)
+        return ids_from_probabilities(probs, self._object_ids, self.cfg.object_gain)
 
     def propagate(self, frames: Iterable[np.ndarray], first_mask: np.ndarray) -> Iterator[np.ndarray]:
         """Reset, then yield the (H, W) uint8 id mask of every frame (the first is ``first_mask``'s objects)."""

@@ -112,6 +112,8 @@ class Segmenter:
         """(K+1, H, W) probabilities -> (H, W) uint8 object ids (zero-shot: threshold + component clean-up)."""
         if self.active_task == "zero-shot":
             return self._core.to_mask(probabilities)
+        if self.active_task == "one-shot":
+            return self._core.to_ids(probabilities)  # applies OneShotConfig.object_gain
         from selfvos.inference.one_shot import ids_from_probabilities
 
         return ids_from_probabilities(probabilities, self.object_ids)

@@ -128,6 +128,21 @@ def test_ids_are_the_first_maximum():
     assert propagator.to_ids(probs).tolist() == [[3, 0, 1]]  # ties go to the lower channel, as argmax
 
 
+def test_object_gain_moves_the_decision_towards_the_objects_and_keeps_the_probabilities():
+    from selfvos.inference import Segmenter
+
+    frames, masks = _scene(t=2)
+    probs = torch.tensor([[0.55, 0.7, 0.3], [0.45, 0.2, 0.1], [0.0, 0.1, 0.6]]).reshape(3, 1, 3)
+    for gain, expected in [(1.0, [[0, 0, 3]]), (1.5, [[1, 0, 3]])]:  # 1.5 * 0.45 > 0.55; 1.5 * 0.2 < 0.7
+        segmenter = Segmenter(None, "one-shot", one_shot=OneShotConfig(**LAB, object_gain=gain))
+        segmenter.step(frames[0], np.where(np.isin(masks[0], (1, 3)), masks[0], 0).astype(np.uint8))
+        assert segmenter.object_ids == [1, 3]
+        assert segmenter.to_ids(probs).tolist() == expected
+        assert torch.allclose(segmenter.step(frames[1]).sum(0), torch.ones(1))  # still a distribution
+    with pytest.raises(ValueError, match="invalid one-shot config"):
+        OneShotConfig(object_gain=0.0)
+
+
 def test_short_side_resizes_before_encoding():
     frames, masks = _scene(t=2)
     propagator = OneShotPropagator(None, OneShotConfig(**{**LAB, "short_side": 96}))
