@@ -4,6 +4,7 @@
                     [--overlay OUT.mp4] [--task auto|zero-shot|one-shot] [--max-side N] [--device cpu|cuda]
                     [--mode online|offline] [--references N] [--reference-weight W] [--motion-weight W]
                     [--grabcut ITERATIONS] [--prior-weight W] [--refine-radius PIXELS]
+                    [--object-gain G]
 
 Writes ``OUT_DIR/<frame name>.png`` (DAVIS-palette PNG of object ids) for every frame, named like the
 input frames (``00000`` ... for a video file). With ``--first-mask`` the mask of the first frame is
@@ -60,6 +61,9 @@ def add_common_options(p: argparse.ArgumentParser, tasks: tuple = ("auto", "zero
     p.add_argument("--refine-radius", type=int, default=None, metavar="PIXELS",
                    help="one-shot: guided-filter refinement radius at the working size, 0 = plain bilinear "
                         "upsampling (default: OneShotConfig.refine_radius)")
+    p.add_argument("--object-gain", type=float, default=None, metavar="G",
+                   help="one-shot: object probabilities are multiplied by G before the argmax; > 1 favours recall "
+                        "(default: OneShotConfig.object_gain)")
 
 
 def load_model(checkpoint: str, device: str) -> Any:
@@ -87,7 +91,8 @@ def make_segmenter(model: Any, args: argparse.Namespace, task: str) -> Any:
                 "grabcut_iterations": args.grabcut, "propagation_weight": args.prior_weight}
     zero_shot = ZeroShotConfig(mode=args.mode, num_references=args.references,
                                **{k: v for k, v in optional.items() if v is not None})
-    one_shot = OneShotConfig() if args.refine_radius is None else OneShotConfig(refine_radius=args.refine_radius)
+    one_shot = OneShotConfig(**{k: v for k, v in {"refine_radius": args.refine_radius,
+                                                  "object_gain": args.object_gain}.items() if v is not None})
     return Segmenter(model, task, zero_shot=zero_shot, one_shot=one_shot, max_side=args.max_side)
 
 

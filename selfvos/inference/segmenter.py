@@ -112,11 +112,10 @@ class Segmenter:
         """(K+1, H, W) probabilities -> (H, W) uint8 object ids (zero-shot: threshold + component clean-up)."""
         if self.active_task == "zero-shot":
             return self._core.to_mask(probabilities)
-        if self.active_task == "one-shot":
-            return self._core.to_ids(probabilities)  # applies OneShotConfig.object_gain
         from selfvos.inference.one_shot import ids_from_probabilities
 
-        return ids_from_probabilities(probabilities, self.object_ids)
+        gain = getattr(self.one_shot_config, "object_gain", 1.0)
+        return ids_from_probabilities(probabilities, self.object_ids, gain if self.active_task == "one-shot" else 1.0)
 
     def segment_video(self, video: LazyVideo, first_mask: Optional[np.ndarray] = None,
                       progress: bool = True) -> Iterator[np.ndarray]:

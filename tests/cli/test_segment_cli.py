@@ -121,7 +121,7 @@ def test_segment_dataset_one_shot_reads_only_first_annotations(checkpoint, davis
     assert main(["evaluate", "--pred", str(out), "--gt", str(gt), "--workers", "1"]) == 0
 
 
-def test_refine_radius_flag_reaches_the_one_shot_config(checkpoint, davis_root, tmp_path, monkeypatch):
+def test_one_shot_flags_reach_the_one_shot_config(checkpoint, davis_root, tmp_path, monkeypatch):
     configs = []
 
     def recording(model, cfg):
@@ -131,9 +131,9 @@ def test_refine_radius_flag_reaches_the_one_shot_config(checkpoint, davis_root, 
     monkeypatch.setattr(segmenter_module, "_one_shot_propagator", recording)
     base = ["segment-dataset", "--checkpoint", checkpoint, "--data", str(davis_root), "--task", "one-shot",
             "--sequences", "synthetic_0000"]
-    assert main(base + ["--out", str(tmp_path / "a"), "--refine-radius", "0"]) == 0
+    assert main(base + ["--out", str(tmp_path / "a"), "--refine-radius", "0", "--object-gain", "1.5"]) == 0
     assert main(base + ["--out", str(tmp_path / "b")]) == 0
-    assert [c.refine_radius for c in configs] == [0, 16]
+    assert [(c.refine_radius, c.object_gain) for c in configs] == [(0, 1.5), (16, 1.0)]
 
 
 def test_segment_dataset_zero_shot_reads_no_annotation(checkpoint, davis_root, tmp_path, monkeypatch):
