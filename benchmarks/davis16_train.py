@@ -54,6 +54,15 @@ def variants(task: str) -> Dict[str, Dict[str, Any]]:
                 reference_weight=0.5, temporal_momentum=0.5, grabcut_min_iou=0.0)}}
 
 
+def parse_value(kind: type, text: str) -> Any:
+    """One ``--vary`` value: bools from 1/true/yes, tuples of floats from "a+b" ("" = empty), else ``kind(text)``."""
+    if kind is bool:
+        return text.lower() in ("1", "true", "yes")
+    if kind is tuple:
+        return tuple(float(x) for x in text.split("+") if x)
+    return kind(text)
+
+
 def parse_settings(config, specs) -> Dict[str, list]:
     """``FIELD=V1,V2`` strings -> {FIELD: [parsed values]} for the fields of dataclass ``config``."""
     import dataclasses
@@ -66,7 +75,7 @@ def parse_settings(config, specs) -> Dict[str, list]:
             raise SystemExit(f"{spec!r}: expected FIELD=V1,V2 with FIELD one of {sorted(fields)}")
         kind = type(getattr(config(), name))
         kind = int if kind is type(None) else kind  # Optional[int] fields (tile)
-        out[name] = [v.lower() in ("1", "true", "yes") if kind is bool else kind(v) for v in values.split(",")]
+        out[name] = [parse_value(kind, v) for v in values.split(",")]
     return out
 
 

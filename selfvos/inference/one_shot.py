@@ -86,6 +86,9 @@ class OneShotConfig:
     # decision rule of the output ids: argmax over (p_background, g p_1, ..., g p_K) with g = object_gain
     # (one object: foreground where p > 1 / (1 + g)); the probabilities and the context labels stay as they are
     object_gain: float = 1.0
+    # extra encode scales (relative to the working size) whose features, resized to the working grid, join the
+    # average (with their mirror images when flip_average is on); () = the working size only
+    extra_scales: Tuple[float, ...] = ()
     # guided-filter refinement of the upsampled probabilities (refine.py): radius in working-size pixels
     # (0 = plain bilinear upsampling), ridge eps, fast-filter subsampling
     refine_radius: int = 16
@@ -106,6 +109,9 @@ class OneShotConfig:
         for name in ("affinity_dtype", "encode_dtype"):
             if getattr(self, name) not in DTYPES:
                 raise ValueError(f"{name} must be one of {DTYPES}, got {getattr(self, name)!r}")
+        self.extra_scales = tuple(float(x) for x in self.extra_scales)
+        if any(x <= 0 for x in self.extra_scales) or (self.extra_scales and self.features == "lab"):
+            raise ValueError(f"extra_scales must be positive, for model features only, got {self.extra_scales}")
         if self.temperature <= 0 or self.object_gain <= 0 or self.topk < 1 or self.num_previous < 0 or self.lab_stride < 1:
             raise ValueError(f"invalid one-shot config: {self}")
 
@@ -164,15 +170,28 @@ class FeatureEmbedding:
         if cfg.features == "lab":
             size = (math.ceil(image.shape[-2] / cfg.lab_stride), math.ceil(image.shape[-1] / cfg.lab_stride))
             return lab_pair(image, size, cfg.lab_scale)
-        batch = torch.cat([image, image.flip(-1)]) if cfg.flip_average else image
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):
-            encoded = F.normalize(self.model.encode(batch).float(), dim=1)
-        features = encoded[0] if len(encoded) == 1 else F.normalize(encoded[0] + encoded[1].flip(-1), dim=0)
+        features = self._views(image)
+        for scale in cfg.extra_scales:
+            size = (round(image.shape[-2] * scale), round(image.shape[-1] * scale))
+            small = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=True)
+            other = F.interpolate(self._views(small)[None], size=features.shape[-2:], mode="bilinear",
+                                  align_corners=False)[0]
+            features = features + other
+        if cfg.extra_scales:
+            features = F.normalize(features, dim=0)
         if cfg.features == "model":
             return features, features
         query, key = lab_pair(image, tuple(features.shape[-2:]), cfg.lab_scale)
         weight = math.sqrt(cfg.lab_weight)
         return torch.cat([features, weight * query]), torch.cat([features, weight * key])
+
+
+    def _views(self, image: torch.Tensor) -> torch.Tensor:
+        """Unit-norm features (C, h, w) of ``image`` (1, 3, H, W), flip-averaged when configured."""
+        batch = torch.cat([image, image.flip(-1)]) if self.cfg.flip_average else image
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):
+            encoded = F.normalize(self.model.encode(batch).float(), dim=1)
+        return encoded[0] if len(encoded) == 1 else F.normalize(encoded[0] + encoded[1].flip(-1), dim=0)
 
 
 class OneShotPropagator:

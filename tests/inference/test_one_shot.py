@@ -110,6 +110,20 @@ def test_flip_averaged_features_are_mirror_equivariant_unit_vectors(model):
     torch.testing.assert_close(features, expected, atol=1e-5, rtol=1e-5)
 
 
+def test_extra_scales_average_the_features_of_the_resized_frame_on_the_working_grid(model):
+    frames, _ = _scene(t=1, h=64, w=96)
+    base = dict(short_side=None, encode_dtype="float32")
+    image = OneShotPropagator(model, OneShotConfig(**base))._prepare(frames[0])
+    plain = OneShotPropagator(model, OneShotConfig(**base)).embed(image)[0]
+    same = OneShotPropagator(model, OneShotConfig(**base, extra_scales=(1.0,))).embed(image)[0]
+    torch.testing.assert_close(same, plain, atol=1e-5, rtol=1e-5)  # the same view twice changes nothing
+    half = OneShotPropagator(model, OneShotConfig(**base, extra_scales=(0.5,))).embed(image)[0]
+    small = OneShotPropagator(model, OneShotConfig(**base)).embed(
+        torch.nn.functional.interpolate(image, size=(32, 48), mode="bilinear", antialias=True))[0]
+    resized = torch.nn.functional.interpolate(small[None], size=(8, 12), mode="bilinear")[0]
+    torch.testing.assert_close(half, torch.nn.functional.normalize(plain + resized, dim=0), atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize("setting", ["affinity_dtype", "encode_dtype"])
 def test_bfloat16_agrees_with_float32(model, setting):
     frames, masks = _scene(t=3, h=64, w=96)
