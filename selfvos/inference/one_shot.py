@@ -84,10 +84,12 @@ class OneShotConfig:
     # backbone call of 2 images. DAVIS-2016 train (one sequence in three): J&F 78.1 -> 80.3 (2.2 frames/s).
     flip_average: bool = True
     # decision rule of the output ids: argmax over (p_background, g p_1, ..., g p_K) with g = object_gain
-    # (one object: foreground where p > 1 / (1 + g)); the probabilities and the context labels stay as they are
+    # (one object: foreground where p > 1 / (1 + g)); the probabilities and the context labels stay as they are.
+    # DAVIS-2016 train: g 1 / 1.5 / 2: 81.0 / 81.0 / 78.8 (benchmarks/results/one_shot_train_gain.json)
     object_gain: float = 1.0
     # extra encode scales (relative to the working size) whose features, resized to the working grid, join the
-    # average (with their mirror images when flip_average is on); () = the working size only
+    # average (with their mirror images when flip_average is on); () = the working size only. DAVIS-2016 train:
+    # () / (0.75,) / (1.25,): 81.0 / 78.4 / 81.1 at 2.5 / 1.9 / 1.4 frames/s (one_shot_train_scales.json)
     extra_scales: Tuple[float, ...] = ()
     # guided-filter refinement of the upsampled probabilities (refine.py): radius in working-size pixels
     # (0 = plain bilinear upsampling), ridge eps, fast-filter subsampling

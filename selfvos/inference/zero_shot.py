@@ -86,7 +86,9 @@ class ZeroShotConfig:
     threshold 0.4: on train it scored higher (60.1 -> 61.9 at weight 0.25 with the EMA kept, the
     benchmark's row; in the search 62.1 at 0.5 without the EMA, 59.3 at 0.65), on davis2016-val-dev it
     lost 2 points (59.3 -> 57.3: blackswan 71.9 -> 64.8; also without the first frame as anchor), and it
-    costs ~0.2 s per frame (radius 12 on 2 cores).
+    costs ~0.2 s per frame (radius 12 on 2 cores). Left at the relabel rule's values after a train sweep
+    (``benchmarks/davis16_train.py --task zero-shot --vary motion_weight=0.35,0.65 --vary max_components=1``):
+    motion_weight 0.35 / 0.5 / 0.65: 60.1 / 60.1 / 59.2; max_components 1: 59.1.
     """
 
     mode: str = "online"
