@@ -8,8 +8,8 @@ with variants of the recipe (length, training scale, ...).
 
 For every model: the default zero-shot and the table's one-shot (``TABLE_ONE_SHOT``: the one-shot defaults when
 the table was started, without flip averaging, radius 12, 5 previous frames) on davis2016-val-dev (854x480, as
-``davis16.py``) and that one-shot on one DAVIS-2016 *train* sequence in three (where the inference defaults were chosen; its human
-masks only score). A model is an exported folder (``selfvos.from_pretrained``) or a resumable ``step_XXXXXXX``
+``davis16.py``) and that one-shot on one DAVIS-2016 *train* sequence in three (where the inference defaults
+were chosen; its human masks only score). A model is an exported folder (``selfvos.from_pretrained``) or a resumable ``step_XXXXXXX``
 checkpoint of a run of ``--config``. ``--update`` keeps the rows of models not named in this call. Writes
 ``benchmarks/results/pretrain_recipes.json`` and prints a table.
 """
@@ -84,7 +84,8 @@ def main(argv=None) -> int:
             results[name] = {"model": str(path), **evaluate(model, val, train, Path(tmp))}
         print(name, " ".join(f"{t} {results[name][t]['J&F']:.1f}" for t in TASKS), flush=True)
     report = {"_about": {"data": "davis2016-val-dev (4 sequences, 854x480) and davis2016-train-240p (every 3rd "
-                                 "sequence), default ZeroShotConfig, OneShotConfig(**TABLE_ONE_SHOT), official protocol",
+                                 "sequence), default ZeroShotConfig, OneShotConfig(**TABLE_ONE_SHOT), "
+                                 "official protocol",
                          "machine": platform.platform(), "date": time.strftime("%Y-%m-%d")}, "results": results}
     # rows of hour-long runs accumulate here (--update): replace the file atomically, never truncate it half-way
     atomic_write_bytes(out, lambda fh: fh.write(json.dumps(report, indent=2).encode("utf-8")))

@@ -114,7 +114,8 @@ class OneShotConfig:
         self.extra_scales = tuple(float(x) for x in self.extra_scales)
         if any(x <= 0 for x in self.extra_scales) or (self.extra_scales and self.features == "lab"):
             raise ValueError(f"extra_scales must be positive, for model features only, got {self.extra_scales}")
-        if self.temperature <= 0 or self.object_gain <= 0 or self.topk < 1 or self.num_previous < 0 or self.lab_stride < 1:
+        if self.temperature <= 0 or self.object_gain <= 0 or self.topk < 1 or self.num_previous < 0 \
+                or self.lab_stride < 1:
             raise ValueError(f"invalid one-shot config: {self}")
 
     @classmethod
@@ -186,7 +187,6 @@ class FeatureEmbedding:
         query, key = lab_pair(image, tuple(features.shape[-2:]), cfg.lab_scale)
         weight = math.sqrt(cfg.lab_weight)
         return torch.cat([features, weight * query]), torch.cat([features, weight * key])
-
 
     def _views(self, image: torch.Tensor) -> torch.Tensor:
         """Unit-norm features (C, h, w) of ``image`` (1, 3, H, W), flip-averaged when configured."""
