@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from davis16 import CONFIG, DATA, REPO, print_columns, run_variant, wanted  # noqa: E402
+from davis16 import CONFIG, DATA, EARLY_ONE_SHOT, REPO, print_columns, run_variant, wanted  # noqa: E402
 
 OUT = REPO / "benchmarks" / "results" / "granularity_ablation.json"
 VARIANTS = {"all four": None, "without frame": "frame", "without tracking": "tracking",
@@ -73,8 +73,7 @@ def main(argv=None) -> int:
     tasks = {"zero-shot": ("zero-shot", {"zero_shot": zs}),
              "zero-shot frame head alone": ("zero-shot", {"zero_shot": dataclasses.replace(
                  zs, num_references=0, motion_weight=0.0, grabcut_iterations=0)}),
-             # the one-shot settings the table was scored with (before flip averaging and the radius-16 window)
-             "one-shot": ("one-shot", {"one_shot": OneShotConfig(flip_average=False, radius=12, num_previous=5)})}
+             "one-shot": ("one-shot", {"one_shot": OneShotConfig(**EARLY_ONE_SHOT)})}  # the table's settings
     results: Dict[str, Dict[str, Any]] = {}
     for name, term in VARIANTS.items():
         if not wanted(name, args.only):

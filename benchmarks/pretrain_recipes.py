@@ -6,11 +6,12 @@ with variants of the recipe (length, training scale, ...).
         --model "3200 steps, the 1600 run extended=runs/mug_davis16_cpu_3200/model"
     python benchmarks/pretrain_recipes.py --update --model "3200 steps from scratch=runs/mug_davis16_cpu_3200_scratch/model"
 
-For every model: the default zero-shot and the table's one-shot (``TABLE_ONE_SHOT``: the one-shot defaults when
+For every model: the default zero-shot and the table's one-shot (``EARLY_ONE_SHOT``: the one-shot defaults when
 the table was started, without flip averaging, radius 12, 5 previous frames) on davis2016-val-dev (854x480, as
 ``davis16.py``) and that one-shot on one DAVIS-2016 *train* sequence in three (where the inference defaults
-were chosen; its human masks only score). A model is an exported folder (``selfvos.from_pretrained``) or a resumable ``step_XXXXXXX``
-checkpoint of a run of ``--config``. ``--update`` keeps the rows of models not named in this call. Writes
+were chosen; its human masks only score); rows added with ``--update`` are scored the same way. A model is an
+exported folder (``selfvos.from_pretrained``) or a resumable ``step_XXXXXXX`` checkpoint of a run of
+``--config``. ``--update`` keeps the rows of models not named in this call. Writes
 ``benchmarks/results/pretrain_recipes.json`` and prints a table.
 """
 from __future__ import annotations
@@ -25,14 +26,11 @@ from pathlib import Path
 from typing import Any, Dict, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from davis16 import CONFIG, DATA, REPO, load_model, print_columns, run_variant  # noqa: E402
+from davis16 import CONFIG, DATA, EARLY_ONE_SHOT, REPO, load_model, print_columns, run_variant  # noqa: E402
 
 TRAIN = REPO.parent / "shared" / "data" / "davis2016-train-240p"
 OUT = REPO / "benchmarks" / "results" / "pretrain_recipes.json"
 TASKS = ("val-dev zero-shot", "val-dev one-shot", "train one-shot")
-# the one-shot settings every row of the table was scored with (the defaults before flip averaging and the
-# radius-16 window), pinned so that rows added with --update stay comparable with the others
-TABLE_ONE_SHOT = {"flip_average": False, "radius": 12, "num_previous": 5}
 
 
 def parse_model(spec: str) -> Tuple[str, Path]:
@@ -47,7 +45,7 @@ def evaluate(model, val, train, tmp: Path) -> Dict[str, Dict[str, Any]]:
     """The three default scores of one model on the val-dev and train collections."""
     from selfvos.inference.one_shot import OneShotConfig
 
-    one_shot = OneShotConfig(**TABLE_ONE_SHOT)
+    one_shot = OneShotConfig(**EARLY_ONE_SHOT)
     return {
         "val-dev zero-shot": run_variant(model, val, "zero-shot", tmp / "zs"),
         "val-dev one-shot": run_variant(model, val, "one-shot", tmp / "os", one_shot=one_shot),
@@ -84,7 +82,7 @@ def main(argv=None) -> int:
             results[name] = {"model": str(path), **evaluate(model, val, train, Path(tmp))}
         print(name, " ".join(f"{t} {results[name][t]['J&F']:.1f}" for t in TASKS), flush=True)
     report = {"_about": {"data": "davis2016-val-dev (4 sequences, 854x480) and davis2016-train-240p (every 3rd "
-                                 "sequence), default ZeroShotConfig, OneShotConfig(**TABLE_ONE_SHOT), "
+                                 "sequence), default ZeroShotConfig, OneShotConfig(**EARLY_ONE_SHOT), "
                                  "official protocol",
                          "machine": platform.platform(), "date": time.strftime("%Y-%m-%d")}, "results": results}
     # rows of hour-long runs accumulate here (--update): replace the file atomically, never truncate it half-way

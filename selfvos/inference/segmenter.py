@@ -114,8 +114,7 @@ class Segmenter:
             return self._core.to_mask(probabilities)
         from selfvos.inference.one_shot import ids_from_probabilities
 
-        gain = getattr(self.one_shot_config, "object_gain", 1.0)
-        return ids_from_probabilities(probabilities, self.object_ids, gain if self.active_task == "one-shot" else 1.0)
+        return ids_from_probabilities(probabilities, self.object_ids, getattr(self.one_shot_config, "object_gain", 1.0))
 
     def segment_video(self, video: LazyVideo, first_mask: Optional[np.ndarray] = None,
                       progress: bool = True) -> Iterator[np.ndarray]:
