@@ -13,7 +13,8 @@ annotation), which are scored with the official-parity evaluator (``selfvos.eval
   choice; the round-0 pseudo-label engine alone (manifold ranking + motion +
   GrabCut, no learning) is the floor the model has to add to;
 - one-shot: label propagation on the model features (flip-averaged, with the default guided-filter refinement
-  of the upsampled probabilities; without flip averaging; without the refinement), on raw Lab colour (the
+  of the upsampled probabilities; without flip averaging; without the refinement; at short side 360 without
+  flip averaging, the fast point for CPUs without native bf16), on raw Lab colour (the
   no-learning floor of BRIEF 7), and both; first-frame copy as the trivial floor;
 - ``--no-bootstrap-checkpoint``: the default zero-shot, the frame head alone and one-shot on model features
   with the weights at the end of the first training round (trained on the initial pseudo-masks only, before
@@ -126,6 +127,7 @@ def variants(model) -> Dict[str, tuple]:
         "zero-shot without motion cue": zero_shot(motion_weight=0.0),
         "zero-shot without GrabCut": zero_shot(grabcut_iterations=0),
         "zero-shot without the GrabCut IoU guard": zero_shot(grabcut_min_iou=0.0),
+        "zero-shot with GrabCut on the whole frame (before the 60 px box)": zero_shot(grabcut_margin=None),
         "zero-shot with the propagated prior (weight 0.25, best on train)": zero_shot(propagation_weight=0.25),
         "zero-shot frame head alone": zero_shot(num_references=0, motion_weight=0.0, grabcut_iterations=0,
                                                 temporal_momentum=0.0),
@@ -136,6 +138,10 @@ def variants(model) -> Dict[str, tuple]:
         "one-shot (model features)": ("one-shot", {"one_shot": OneShotConfig(features="model")}),
         "one-shot without flip averaging": ("one-shot", {"one_shot": OneShotConfig(flip_average=False)}),
         "one-shot without guided refinement": ("one-shot", {"one_shot": OneShotConfig(refine_radius=0)}),
+        # the same 128 px window at 3/4 of the working size, single view: ~3x fewer operations per frame, for
+        # CPUs without native bf16 (benchmarks/inference_flops.py); a speed/accuracy point, not a choice
+        "one-shot at short side 360 (radius 12, no flip averaging)": (
+            "one-shot", {"one_shot": OneShotConfig(short_side=360, radius=12, flip_average=False)}),
         "one-shot (model + Lab)": ("one-shot", {"one_shot": OneShotConfig(features="both")}),
         "one-shot (Lab only, no learning)": ("one-shot", {"one_shot": OneShotConfig.lab_floor()}),
         "first-frame copy": ("copy", {}),

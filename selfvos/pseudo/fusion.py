@@ -50,12 +50,14 @@ def fill_holes(binary: np.ndarray) -> np.ndarray:
 
 
 def grabcut_refine(frame: np.ndarray, mask: np.ndarray, soft: np.ndarray, *, iterations: int = 3,
-                   sure_fg: float = 0.8, band_px: int = 15) -> np.ndarray:
+                   sure_fg: float = 0.8, band_px: int = 15, margin_px: Optional[int] = None) -> np.ndarray:
     """Refine ``mask`` (H, W) bool with a GrabCut colour model on ``frame`` (H, W, 3) uint8 RGB.
 
     Pixels of ``mask`` with ``soft >= sure_fg`` are sure foreground; pixels further than ``band_px`` from
-    ``mask`` are sure background; the rest is "probably" whatever ``mask`` says. Returns bool (H, W);
-    an empty mask, or a GrabCut failure, returns ``mask`` unchanged.
+    ``mask`` are sure background; the rest is "probably" whatever ``mask`` says. ``margin_px``: run GrabCut
+    on the box around the uncertain band grown by this many pixels of sure background (its background
+    colour model then sees the object's surroundings only; the pixels outside stay background); None: on
+    the whole frame. Returns bool (H, W); an empty mask, or a GrabCut failure, returns ``mask`` unchanged.
     """
     if not mask.any() or mask.all():
         return mask
@@ -65,12 +67,20 @@ def grabcut_refine(frame: np.ndarray, mask: np.ndarray, soft: np.ndarray, *, ite
     gc[near] = cv2.GC_PR_BGD
     gc[mask] = cv2.GC_PR_FGD
     gc[mask & (soft >= sure_fg)] = cv2.GC_FGD
+    box = (slice(None), slice(None))
+    if margin_px is not None:
+        rows, cols = np.flatnonzero(near.any(1)), np.flatnonzero(near.any(0))
+        box = (slice(max(rows[0] - margin_px, 0), rows[-1] + margin_px + 1),
+               slice(max(cols[0] - margin_px, 0), cols[-1] + margin_px + 1))
+    region = np.ascontiguousarray(gc[box])
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     cv2.setRNGSeed(0)  # GrabCut's k-means init draws from OpenCV's global RNG: same input -> same mask, always
     try:
-        cv2.grabCut(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), gc, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+        cv2.grabCut(cv2.cvtColor(np.ascontiguousarray(frame[box]), cv2.COLOR_RGB2BGR), region, None, bgd, fgd,
+                    iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:
         return mask
+    gc[box] = region
     return (gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)
 
 

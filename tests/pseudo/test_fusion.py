@@ -43,6 +43,28 @@ def test_grabcut_recovers_a_colour_object_from_a_rough_mask(centred_object_image
     assert j(refined) > 0.9 > j(rough)
 
 
+def test_grabcut_on_the_object_box(centred_object_image, monkeypatch):
+    """margin_px: GrabCut sees only the box around the uncertain band grown by the margin, and still recovers
+    the object; outside the box everything stays background."""
+    import cv2
+
+    from selfvos.pseudo import fusion
+
+    image, mask = centred_object_image
+    rough = np.zeros_like(mask)
+    rough[40:80, 55:105] = True
+    soft = np.where(rough, 0.6, 0.0)
+    soft[55:65, 75:85] = 0.9
+    shapes = []
+    real = cv2.grabCut
+    monkeypatch.setattr(fusion.cv2, "grabCut", lambda img, gc, *a: shapes.append(gc.shape) or real(img, gc, *a))
+    refined = grabcut_refine(image, rough, soft, band_px=5, margin_px=10)
+    top, bottom, left, right = 40 - 5 - 10, 80 + 5 + 10, 55 - 5 - 10, 105 + 5 + 10  # rough box + band + margin
+    assert shapes == [(bottom - top, right - left)]
+    j = lambda a: (a & mask).sum() / (a | mask).sum()  # noqa: E731
+    assert j(refined) > 0.9 and not refined[:top].any() and not refined[:, :left].any()
+
+
 def test_fused_labeler_on_panning_clip(panning_clip):
     labeler = FusedSaliency()
     scores = []
