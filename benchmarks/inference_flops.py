@@ -17,27 +17,19 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pretrain_step_speed import matmul_peak_gflops  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "davis2016-val-dev"
 TARGET_FPS = {"zero-shot": 4.0, "one-shot": 2.0}  # issue 4, 854x480 on 2 CPU cores
-
-
-def matmul_peak_gflops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
-    """Best-of-``repeats`` GFLOP/s of one (n, n) x (n, n) product in ``dtype``."""
-    a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
 
 
 def measure(model, task: str, frames, first_mask, warmup: int, timed: int, **settings) -> Dict[str, float]:
@@ -82,9 +74,9 @@ def main() -> None:
     video = open_source(f"davis:{DATA}")[args.sequence]
     frames = [video.frame(t) for t in range(args.warmup + 1 + args.timed)]
     bf16 = bfloat16_is_native(torch.device("cpu"))
-    peaks = {"float32": matmul_peak_gflops(torch.float32)}
+    peaks = {"float32": matmul_peak_gflops(repeats=5)}
     if bf16:
-        peaks["bfloat16"] = matmul_peak_gflops(torch.bfloat16)
+        peaks["bfloat16"] = matmul_peak_gflops(repeats=5, dtype=torch.bfloat16)
     peak = peaks["bfloat16" if bf16 else "float32"]
     results: Dict[str, Any] = {}
     variants = {"zero-shot": ("zero-shot", {}),  # the time GrabCut takes is the difference of the first two rows

@@ -43,8 +43,9 @@ def synthetic_batch(batch: int, frames: int, refs: int, size: int, ref_size: int
     }
 
 
-def matmul_peak_gflops(n: int = 2048, repeats: int = 3) -> float:
-    a, b = torch.rand(n, n), torch.rand(n, n)
+def matmul_peak_gflops(n: int = 2048, repeats: int = 3, dtype: torch.dtype = torch.float32) -> float:
+    """Best-of-``repeats`` GFLOP/s of one (n, n) x (n, n) product in ``dtype``."""
+    a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
     best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
