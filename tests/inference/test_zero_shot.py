@@ -274,7 +274,7 @@ def test_grabcut_that_loses_the_object_is_undone(model, monkeypatch, kept):
     coarse_mask = [coarse.to_mask(coarse.step(video.frame(t))) for t in range(2)][1].astype(bool)
     assert coarse_mask.sum() > 500
 
-    def shrink(image, mask, soft, iterations, margin_px=None):  # GrabCut "refines" the object down to its top `kept` rows
+    def shrink(image, mask, soft, iterations, margin_px=None):  # "refines" the object to its top `kept` rows
         rows = np.flatnonzero(mask.any(1))
         out = np.zeros_like(mask)
         out[rows[0]:rows[0] + kept] = mask[rows[0]:rows[0] + kept]
