@@ -138,8 +138,9 @@ def variants(model) -> Dict[str, tuple]:
         "one-shot (model features)": ("one-shot", {"one_shot": OneShotConfig(features="model")}),
         "one-shot without flip averaging": ("one-shot", {"one_shot": OneShotConfig(flip_average=False)}),
         "one-shot without guided refinement": ("one-shot", {"one_shot": OneShotConfig(refine_radius=0)}),
-        # the same 128 px window at 3/4 of the working size, single view: ~3x fewer operations per frame, for
-        # CPUs without native bf16 (benchmarks/inference_flops.py); a speed/accuracy point, not a choice
+        # the same 128 px window at 3/4 of the working size, one view instead of two: fewer pixels, half the
+        # backbone calls and a smaller affinity block, for CPUs without native bf16 (see inference_flops.py);
+        # a speed/accuracy point, not a choice
         "one-shot at short side 360 (radius 12, no flip averaging)": (
             "one-shot", {"one_shot": OneShotConfig(short_side=360, radius=12, flip_average=False)}),
         "one-shot (model + Lab)": ("one-shot", {"one_shot": OneShotConfig(features="both")}),
