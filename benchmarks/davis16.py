@@ -35,80 +35,15 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
+from selfvos.eval.runner import load_model, print_table, run_variant, wanted
+
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "davis2016-val-dev"
 CONFIG = REPO / "recipes" / "configs" / "mug_davis16_cpu.yaml"
+GT = DATA / "Annotations" / "480p"
 OUT = REPO / "benchmarks" / "results" / "davis16.json"
 WEIGHT_ABLATED = ("zero-shot (default, online)", "zero-shot frame head alone", "one-shot (model features)")
 PUBLISHED = {"zero-shot": 59.1, "one-shot": 64.7, "first-frame copy": 33.2}
-# the one-shot defaults before flip averaging and the radius-16 window: the settings the pretraining-recipe and
-# granularity tables were scored with, pinned there so reruns stay comparable with their rows
-EARLY_ONE_SHOT = {"flip_average": False, "radius": 12, "num_previous": 5}
-
-
-def load_training_checkpoint(folder: Path, config: Path):
-    """MuGModel weights from a resumable ``step_XXXXXXX`` folder (the ``model.`` part of the train step)."""
-    from safetensors.torch import load_file
-
-    from selfvos.config import load_yaml
-    from selfvos.engine.pretraining import PretrainConfig
-    from selfvos.pretrain import MuGModel
-
-    cfg = load_yaml(PretrainConfig, config)
-    model = MuGModel(cfg.model)
-    state = {k[len("model."):]: v for k, v in load_file(folder / "model.safetensors").items() if k.startswith("model.")}
-    model.load_state_dict(state, strict=True)
-    return model.eval()
-
-
-def load_model(spec: str, config: Path = CONFIG):
-    """An exported model folder or Hub id (``selfvos.from_pretrained``), or the model of a resumable
-    ``step_XXXXXXX`` training checkpoint of a run of ``config``."""
-    import selfvos
-
-    path = Path(spec)
-    if (path / "config.json").is_file() or not path.exists():
-        return selfvos.from_pretrained(spec).eval()
-    if (path / "model.safetensors").is_file():
-        return load_training_checkpoint(path, Path(config))
-    raise SystemExit(f"{path}: neither an exported model (config.json) nor a training checkpoint (model.safetensors)")
-
-
-def run_variant(model, collection, task: str, out: Path, *, gt_dir: Path = DATA / "Annotations" / "480p",
-                **settings) -> Dict[str, Any]:
-    """Segment every sequence of ``collection``, evaluate against ``gt_dir``, return scores and frames/s."""
-    import numpy as np
-
-    from selfvos.cli.segment_dataset import first_frame_mask
-    from selfvos.eval.io import evaluate_folders
-    from selfvos.eval.report import to_dict
-    from selfvos.inference import Segmenter
-    from selfvos.inference.io import write_masks
-
-    frames, seconds = 0, 0.0
-    for video in collection:
-        first = first_frame_mask(video) if task != "zero-shot" else None
-        if task == "copy":
-            masks = [first] * len(video)
-        elif task == "pseudo":
-            from selfvos.pseudo.fusion import FusedSaliency
-
-            labeler = FusedSaliency(**settings)
-            start = time.perf_counter()
-            masks = [labeler(video, t) >= 0.5 for t in range(len(video))]
-            seconds += time.perf_counter() - start
-        else:
-            segmenter = Segmenter(model, task, **settings)
-            start = time.perf_counter()
-            masks = list(segmenter.segment_video(video, first_mask=first, progress=False))
-            seconds += time.perf_counter() - start
-        frames += len(video)
-        write_masks(out / video.name, video.frame_names, [np.asarray(m, np.uint8) for m in masks])
-    names = [video.name for video in collection]
-    result = to_dict(evaluate_folders(out, gt_dir, sequences=names, protocol="official"))
-    return {"J&F": 100 * result["mean"]["JF"], "J": 100 * result["mean"]["J"], "F": 100 * result["mean"]["F"],
-            "frames_per_s": frames / seconds if seconds else None,
-            "per_sequence_JF": {s: 50 * (v["J"] + v["F"]) for s, v in result["sequences"].items()}}
 
 
 def variants(model) -> Dict[str, tuple]:
@@ -149,30 +84,6 @@ def variants(model) -> Dict[str, tuple]:
     }
 
 
-def print_table(results: Dict[str, Dict[str, Any]]) -> None:
-    """One row per variant: J&F, J, F (percent) and frames/s."""
-    width = max([52, *map(len, results)])
-    print(f"\n{'variant':<{width}} {'J&F':>6} {'J':>6} {'F':>6} {'frames/s':>9}")
-    for key, r in results.items():
-        fps = f"{r['frames_per_s']:.2f}" if r["frames_per_s"] else "-"
-        print(f"{key:<{width}} {r['J&F']:6.1f} {r['J']:6.1f} {r['F']:6.1f} {fps:>9}")
-
-
-def wanted(name: str, only: str) -> bool:
-    """``--only``: a comma-separated list of substrings of variant names; empty = every variant."""
-    parts = [w for w in only.split(",") if w]
-    return not parts or any(w in name for w in parts)
-
-
-def print_columns(results: Dict[str, Dict[str, Any]], columns, label: str) -> None:
-    """One row per entry of ``results``, one J&F column per task in ``columns`` (``row[task]["J&F"]``)."""
-    width = max([len(label), *map(len, results)])
-    col = max(map(len, columns))
-    print(f"\n{label:<{width}} " + " ".join(f"{t:>{col}}" for t in columns))
-    for name, row in results.items():
-        print(f"{name:<{width}} " + " ".join(f"{row[t]['J&F']:>{col}.1f}" for t in columns))
-
-
 CARD_ROWS = {"zero-shot (default, online)": "zero-shot-vos", "one-shot (model features)": "one-shot-vos"}
 
 
@@ -205,7 +116,7 @@ def main(argv=None) -> int:
     checkpoint = args.checkpoint
     if args.pretrain:
         from selfvos.config import load_yaml
-        from selfvos.engine.pretraining import PretrainConfig, run_pretraining
+        from selfvos.pretrain.recipe import PretrainConfig, run_pretraining
 
         checkpoint = str(run_pretraining(load_yaml(PretrainConfig, args.config)))
     if not checkpoint:
@@ -224,7 +135,8 @@ def main(argv=None) -> int:
                     continue  # the others do not depend on the weights, or ablate the inference side
                 key = name if model_name == "bootstrapped" else f"{name} [{model_name}]"
                 with torch.inference_mode():
-                    results[key] = run_variant(model, collection, task, Path(tmp) / key.replace(" ", "_"), **settings)
+                    results[key] = run_variant(model, collection, task, Path(tmp) / key.replace(" ", "_"), gt_dir=GT,
+                                               **settings)
                 r = results[key]
                 fps = f"{r['frames_per_s']:.2f}" if r["frames_per_s"] else "-"
                 print(f"{key:<52} J&F {r['J&F']:5.1f}  J {r['J']:5.1f}  F {r['F']:5.1f}  frames/s {fps}", flush=True)

@@ -29,9 +29,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from davis16 import CONFIG, REPO, load_model, print_table, run_variant, wanted  # noqa: E402
+from selfvos.eval.runner import load_model, print_table, run_variant, wanted
 
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "recipes" / "configs" / "mug_davis16_cpu.yaml"
 TRAIN = REPO.parent / "shared" / "data" / "davis2016-train-240p"
 RESULTS = REPO / "benchmarks" / "results"
 DEFAULT_EVERY = {"zero-shot": 1, "one-shot": 3}

@@ -26,9 +26,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from davis16 import CONFIG, DATA, EARLY_ONE_SHOT, REPO, print_columns, run_variant, wanted  # noqa: E402
+from selfvos.eval.runner import EARLY_ONE_SHOT, print_columns, run_variant, wanted
 
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "recipes" / "configs" / "mug_davis16_cpu.yaml"
+DATA = REPO.parent / "shared" / "data" / "davis2016-val-dev"
 OUT = REPO / "benchmarks" / "results" / "granularity_ablation.json"
 VARIANTS = {"all four": None, "without frame": "frame", "without tracking": "tracking",
             "without matching": "matching", "without memory": "memory"}
@@ -37,7 +39,7 @@ VARIANTS = {"all four": None, "without frame": "frame", "without tracking": "tra
 def pretrain_variant(term: str | None, steps: int, store: Path, out: Path) -> Path:
     """Train one variant (resumes if its folder holds a partial run); returns the exported model folder."""
     from selfvos.config import apply_overrides, load_yaml
-    from selfvos.engine.pretraining import PretrainConfig, run_pretraining
+    from selfvos.pretrain.recipe import PretrainConfig, run_pretraining
 
     overrides: Dict[str, Any] = {
         "train.max_steps": steps, "train.save_every": max(1, steps // 2), "train.output_dir": str(out),
@@ -88,7 +90,8 @@ def main(argv=None) -> int:
         row: Dict[str, Any] = {"checkpoint": str(folder), "train_seconds": train_s, "reused_finished_run": reused}
         with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
             for task_name, (task, settings) in tasks.items():
-                scores = run_variant(model, collection, task, Path(tmp) / task_name.replace(" ", "_"), **settings)
+                scores = run_variant(model, collection, task, Path(tmp) / task_name.replace(" ", "_"),
+                                     gt_dir=DATA / "Annotations" / "480p", **settings)
                 row[task_name] = {k: scores[k] for k in ("J&F", "J", "F", "per_sequence_JF")}
         results[name] = row
         print(f"{name:<18} " + "  ".join(f"{t} {row[t]['J&F']:5.1f}" for t in tasks), flush=True)

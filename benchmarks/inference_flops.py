@@ -17,15 +17,13 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pretrain_step_speed import matmul_peak_gflops  # noqa: E402
+from selfvos.utils.profiling import matmul_peak_gflops
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "davis2016-val-dev"

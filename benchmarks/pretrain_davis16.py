@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     from selfvos.config import load_yaml
     from selfvos.data.sources import open_source
     from selfvos.engine.config import resolve_tracking_uri
-    from selfvos.engine.pretraining import PretrainConfig, run_pretraining
+    from selfvos.pretrain.recipe import PretrainConfig, run_pretraining
     from selfvos.pseudo import PseudoLabelStore, evaluate_pseudo_masks
     from selfvos.registry import PSEUDO_LABELERS
 
@@ -84,8 +84,8 @@ def main(argv=None) -> int:
         import torch
 
         import selfvos
-        from selfvos.engine.bootstrap_callback import RoundMaskProvider
         from selfvos.pretrain.bootstrap import ModelRelabeler
+        from selfvos.pretrain.relabel import RoundMaskProvider
         from selfvos.pseudo import generate_pseudo_labels
 
         last = store.latest_round()

@@ -25,9 +25,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from davis16 import CONFIG, DATA, EARLY_ONE_SHOT, REPO, load_model, print_columns, run_variant  # noqa: E402
+from selfvos.eval.runner import EARLY_ONE_SHOT, load_model, print_columns, run_variant
 
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = REPO / "recipes" / "configs" / "mug_davis16_cpu.yaml"
+DATA = REPO.parent / "shared" / "data" / "davis2016-val-dev"
 TRAIN = REPO.parent / "shared" / "data" / "davis2016-train-240p"
 OUT = REPO / "benchmarks" / "results" / "pretrain_recipes.json"
 TASKS = ("val-dev zero-shot", "val-dev one-shot", "train one-shot")
@@ -47,8 +49,9 @@ def evaluate(model, val, train, tmp: Path) -> Dict[str, Dict[str, Any]]:
 
     one_shot = OneShotConfig(**EARLY_ONE_SHOT)
     return {
-        "val-dev zero-shot": run_variant(model, val, "zero-shot", tmp / "zs"),
-        "val-dev one-shot": run_variant(model, val, "one-shot", tmp / "os", one_shot=one_shot),
+        "val-dev zero-shot": run_variant(model, val, "zero-shot", tmp / "zs", gt_dir=DATA / "Annotations" / "480p"),
+        "val-dev one-shot": run_variant(model, val, "one-shot", tmp / "os", gt_dir=DATA / "Annotations" / "480p",
+                                        one_shot=one_shot),
         "train one-shot": run_variant(model, train, "one-shot", tmp / "train", gt_dir=TRAIN / "Annotations",
                                       one_shot=one_shot),
     }
@@ -67,7 +70,7 @@ def main(argv=None) -> int:
     import torch
 
     from selfvos.data.sources import open_source
-    from selfvos.pseudo.store import atomic_write_bytes
+    from selfvos.atomic import atomic_write_json
 
     torch.set_num_threads(2)
     val = list(open_source(f"davis:{DATA}"))  # opened once for every model
@@ -86,7 +89,7 @@ def main(argv=None) -> int:
                                  "official protocol",
                          "machine": platform.platform(), "date": time.strftime("%Y-%m-%d")}, "results": results}
     # rows of hour-long runs accumulate here (--update): replace the file atomically, never truncate it half-way
-    atomic_write_bytes(out, lambda fh: fh.write(json.dumps(report, indent=2).encode("utf-8")))
+    atomic_write_json(out, report, sort_keys=False)
     print_columns(results, TASKS, "model")
     print(f"wrote {out}")
     return 0

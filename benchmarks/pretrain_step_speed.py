@@ -23,6 +23,8 @@ from typing import Dict, List
 
 import torch
 
+from selfvos.utils.profiling import matmul_peak_gflops
+
 REFERENCE_PEAK_GFLOPS = 146.0
 REFERENCE_MUG_STEP_S = 4.0
 
@@ -41,17 +43,6 @@ def synthetic_batch(batch: int, frames: int, refs: int, size: int, ref_size: int
         "frame_indices": torch.arange(frames).repeat(batch, 1),
         "ref_indices": torch.arange(refs).repeat(batch, 1),
     }
-
-
-def matmul_peak_gflops(n: int = 2048, repeats: int = 3, dtype: torch.dtype = torch.float32) -> float:
-    """Best-of-``repeats`` GFLOP/s of one (n, n) x (n, n) product in ``dtype``."""
-    a, b = torch.rand(n, n).to(dtype), torch.rand(n, n).to(dtype)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - start)
-    return 2 * n**3 / best / 1e9
 
 
 def measure(layer: str, args: argparse.Namespace) -> Dict[str, float]:

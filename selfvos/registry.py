@@ -1,7 +1,12 @@
-"""Name -> constructor registries, timm style.
+"""Name -> constructor registries, timm style, and the one model registry.
 
-A new backbone, head, objective, data source or pseudo-labeler is one new file plus one
+A new backbone, objective, data source, pseudo-labeler or inference core is one new file plus one
 ``@REGISTRY.register("name")`` line. ``create(name, **cfg)`` builds it; ``names()`` lists them.
+
+Models (the pretrained MuG network, backbones, every supervised head) have ONE registry: the architecture
+name a class declares with ``@register_architecture`` (``selfvos.hub.mixin``), which is also what
+``config.json`` stores. :func:`create_model` builds one by name, :func:`list_models` lists them, and
+``selfvos.from_pretrained`` loads a checkpoint by the architecture in its ``config.json``.
 """
 from __future__ import annotations
 
@@ -51,17 +56,17 @@ class Registry:
 
 
 BACKBONES = Registry("backbone")
-HEADS = Registry("head")
 OBJECTIVES = Registry("objective")
 SOURCES = Registry("source")
 PSEUDO_LABELERS = Registry("pseudo-labeler")
+CORES = Registry("inference core")  # architecture -> factory(model, task, options) (selfvos.inference.core)
 
 REGISTRIES = {
     "backbones": BACKBONES,
-    "heads": HEADS,
     "objectives": OBJECTIVES,
     "sources": SOURCES,
     "pseudo-labelers": PSEUDO_LABELERS,
+    "inference-cores": CORES,
 }
 
 # Modules whose import fills the registries. Importing lazily keeps `selfvos --help` fast and
@@ -72,6 +77,7 @@ _BUILTIN_MODULES = (
     "selfvos.pretrain",
     "selfvos.heads",
     "selfvos.pseudo",
+    "selfvos.inference.label_free",
 )
 _loaded = False
 
@@ -89,3 +95,29 @@ def _load_builtin_modules() -> None:
         except ModuleNotFoundError as err:  # only tolerate the module itself being absent
             if err.name != module:
                 raise
+
+
+def list_models(task: Optional[str] = None) -> List[str]:
+    """Registered model architectures, optionally only those whose class runs ``task`` (``"one-shot"``,
+    ``"zero-shot"``): a class lists its tasks in ``tasks``; models without it (backbones, MuG) are listed
+    only when ``task`` is None."""
+    from selfvos.hub.mixin import architectures
+
+    return [name for name, cls in architectures().items() if task is None or task in getattr(cls, "tasks", ())]
+
+
+def create_model(name: str, config: Any = None, **overrides: Any) -> Any:
+    """Build a registered model by architecture name with its default config, or ``config``, with dotted
+    ``overrides`` applied (``create_model("stm", **{"backbone.name": "resnet34"})``); weights are random
+    (or initialised as the config says)."""
+    from selfvos.config import apply_overrides
+    from selfvos.hub.mixin import architectures, config_class_of
+
+    known = architectures()
+    if name not in known:
+        raise KeyError(f"unknown model {name!r}; registered models: {', '.join(known) or '(none)'}")
+    cls = known[name]
+    cfg = config if config is not None else config_class_of(cls)()
+    if overrides:
+        cfg = apply_overrides(cfg, dict(overrides))
+    return cls(cfg)

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def resolve_config(args: argparse.Namespace, overrides: Optional[List[str]] = None):
     from selfvos.config import apply_overrides, load_yaml
-    from selfvos.engine.pretraining import PretrainConfig
+    from selfvos.pretrain.recipe import PretrainConfig
 
     cfg = load_yaml(PretrainConfig, args.config) if args.config else PretrainConfig()
     extra = {}
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     import yaml
 
     from selfvos.config import to_dict
-    from selfvos.engine.pretraining import run_pretraining
+    from selfvos.pretrain.recipe import run_pretraining
 
     cfg = resolve_config(args, getattr(args, "overrides", []))
     if args.print_config:

@@ -11,6 +11,11 @@ Works on a collated batch ``(B, T, 3, H, W)`` (on any device) or on one :class:`
 same clip (same crop, flip and colours as the clip); otherwise they get their own draw. The close-up
 ``track_frames`` of the split view (``ClipSamplerConfig.crop_views="tracking"``) are a view of their own and
 always get their own draw.
+
+:class:`SupervisedAugment` is the id-safe variant for the supervised items of :mod:`selfvos.data.supervised`:
+the same kornia pipeline (one geometry per clip, colour jitter on frames only), with ``"masks"`` int (T, H, W)
+object ids always resampled NEAREST as integers (never clamped, never bilinear): void stays 255 and the
+padding the geometry introduces is 0 (background).
 """
 from __future__ import annotations
 
@@ -124,4 +129,42 @@ class ClipAugment(nn.Module):
             out["refs"] = drop(refs).contiguous()
             if "ref_masks" in batch:
                 out["ref_masks"] = drop(ref_masks).contiguous()
+        return out
+
+
+class SupervisedAugment(ClipAugment):
+    """Id-safe clip augmentation: ``forward(item) -> item`` with ``"frames"`` float (T, 3, H, W) in [0, 1] and
+    ``"masks"`` integer object ids (T, H, W) (or a batch (B, T, 3, H, W) / (B, T, H, W)); every other key is
+    passed through. One random resized crop / affine / flip per clip for frames and masks, colour jitter on
+    frames only; masks resampled NEAREST and returned with their input dtype, so every output id is an input
+    id or 0 (padding). ``cfg.mask_resample`` must be ``"auto"`` or ``"nearest"`` (ids are labels)."""
+
+    def __init__(self, cfg: Optional[ClipAugmentConfig] = None) -> None:
+        cfg = cfg or ClipAugmentConfig()
+        if cfg.mask_resample == "bilinear":
+            raise ValueError("SupervisedAugment resamples id masks nearest; mask_resample='bilinear' is not allowed")
+        super().__init__(cfg)
+
+    def augment_ids(self, frames: torch.Tensor, masks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """frames (B, T, 3, H, W) in [0, 1], masks (B, T, H, W) integer ids -> the same shapes and dtypes,
+        one geometry per clip (masks nearest, outside = 0)."""
+        if frames.shape[1] == 0:
+            return frames, masks
+        if masks.dtype.is_floating_point or masks.dtype == torch.bool:
+            raise TypeError(f"SupervisedAugment: masks must hold integer object ids, got {masks.dtype}")
+        pipeline = self._pipelines(frames.shape[-2], frames.shape[-1])[0]  # the nearest-mask pipeline
+        out_frames, out_masks = pipeline(frames, masks.unsqueeze(2).to(torch.float32))
+        return out_frames.clamp_(0.0, 1.0), out_masks.squeeze(2).round_().to(masks.dtype)
+
+    @torch.no_grad()
+    def forward(self, batch: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        out = dict(batch)
+        unbatched = batch["frames"].dim() == 4
+        frames, masks = batch["frames"], batch["masks"]
+        if unbatched:
+            frames, masks = frames.unsqueeze(0), masks.unsqueeze(0)
+        frames, masks = self.augment_ids(frames, masks)
+        if unbatched:
+            frames, masks = frames.squeeze(0), masks.squeeze(0)
+        out["frames"], out["masks"] = frames.contiguous(), masks.contiguous()
         return out

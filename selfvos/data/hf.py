@@ -35,8 +35,9 @@ import pyarrow.compute as pc
 from datasets.exceptions import DatasetGenerationError
 from PIL import Image as PILImage
 
+from selfvos.atomic import staging_path
 from selfvos.data.video import VOID, LazyVideo, VideoCollection
-from selfvos.data.writers import commit_staged, decode_id_png, encode_palette_png, fit_max_side, staging_path
+from selfvos.data.writers import commit_staged, decode_id_png, encode_palette_png, fit_max_side
 from selfvos.errors import PathLike, SelfvosInputError
 from selfvos.registry import SOURCES
 

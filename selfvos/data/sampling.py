@@ -51,10 +51,8 @@ class ClipSamplerConfig:
     whole-frame view) and carries ``track_frames``, a ``crop_from`` window of the same clip frames, for the
     forward-backward tracking objective (the split view: close-ups for correspondence only); ``crop_p`` is
     then unused.
-    Measured (``benchmarks/pretrain_recipes.py``, DAVIS-2016 train at 240p, size 128x224, crop_from 240x427):
-    val-dev one-shot J&F 69.4 -> 70.6 but zero-shot 59.3 -> 55.9; with crop_p 0.5 one-shot 69.1, zero-shot 60.3;
-    the split view (crop_views "tracking"): train one-shot 78.1 -> 78.8 and train zero-shot 60.1 -> 59.3, i.e.
-    the close-up gain needs the other objectives on the window too. Off by default.
+    Windows are off by default; what they do to zero-shot and one-shot accuracy is measured in docs/results.md
+    ("Pretraining recipes").
     """
 
     num_frames: int = 3

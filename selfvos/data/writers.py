@@ -12,16 +12,14 @@
 from __future__ import annotations
 
 import io
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
 import numpy as np
 from PIL import Image
 
-from selfvos.atomic import replace_dir
+from selfvos.atomic import atomic_write_bytes, replace_dir, staging_path
 from selfvos.data.video import VideoCollection
 from selfvos.errors import PathLike, SelfvosInputError
 
@@ -61,22 +59,9 @@ def decode_id_png(data: bytes) -> np.ndarray:
     return np.array(image, dtype=np.uint8)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def save_palette_png(path: PathLike, ids: np.ndarray) -> Path:
     """Write (H, W) uint8 ids as a DAVIS-palette PNG at ``path`` (temp file + rename). Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(path, encode_palette_png(ids))
-    return path
+    return atomic_write_bytes(path, encode_palette_png(ids))
 
 
 def fit_max_side(frame: np.ndarray, mask: Optional[np.ndarray], max_side: Optional[int]):
@@ -94,11 +79,6 @@ def fit_max_side(frame: np.ndarray, mask: Optional[np.ndarray], max_side: Option
     if mask is not None:
         mask = np.asarray(Image.fromarray(mask).resize(size, Image.NEAREST))
     return frame, mask
-
-
-def staging_path(dst: Path) -> Path:
-    """A sibling of ``dst`` to build into before the final rename."""
-    return dst.with_name(f"{dst.name}.tmp-{uuid.uuid4().hex[:8]}")
 
 
 def commit_staged(staged: Path, dst: Path, *, overwrite: bool) -> None:

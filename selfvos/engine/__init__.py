@@ -1,25 +1,20 @@
-"""Training engine: the Accelerate loop, optimizer groups and schedules, checkpoints and MLflow tracking.
+"""Training engine: the Accelerate loop, optimizer groups and schedules, callbacks, checkpoints and MLflow tracking.
 
 Generic over the model and the objective: anything with ``objective(model, batch) -> {"loss": ...}``
-trains here, on one CPU, one GPU or many processes, with exact resume and atomic exports.
+trains here, on one CPU, one GPU or many processes, with exact resume; a trained ``SelfvosModelMixin``
+model is exported with ``save_pretrained`` (``Trainer.export``, ``EvalCallback``'s best model).
 """
-from selfvos.engine.checkpoint import (
-    ExportedCheckpoint,
-    TrainingState,
-    export_modules,
-    latest_checkpoint,
-    list_checkpoints,
-    load_exported,
-)
+from selfvos.engine.callbacks import Callback, EvalCallback
+from selfvos.engine.checkpoint import TrainingState, latest_checkpoint, list_checkpoints
 from selfvos.engine.config import TrainConfig, resolve_mixed_precision, resolve_tracking_uri
 from selfvos.engine.optim import build_optimizer, build_scheduler, lr_factor, parameter_groups
 from selfvos.engine.tracking import ExperimentTracker, flatten_params
-from selfvos.engine.trainer import Callback, Trainer, TrainStep, build_accelerator
+from selfvos.engine.trainer import Trainer, TrainStep, build_accelerator, freeze_batchnorm
 
 __all__ = [
     "Callback",
+    "EvalCallback",
     "ExperimentTracker",
-    "ExportedCheckpoint",
     "TrainConfig",
     "TrainStep",
     "Trainer",
@@ -27,11 +22,10 @@ __all__ = [
     "build_accelerator",
     "build_optimizer",
     "build_scheduler",
-    "export_modules",
     "flatten_params",
+    "freeze_batchnorm",
     "latest_checkpoint",
     "list_checkpoints",
-    "load_exported",
     "lr_factor",
     "parameter_groups",
     "resolve_mixed_precision",

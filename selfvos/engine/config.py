@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Tuple
 
-SCHEDULES = ("cosine", "linear", "constant")
+SCHEDULES = ("cosine", "linear", "poly", "constant")
+OPTIMIZERS = ("adamw", "sgd")
 MIXED_PRECISIONS = ("auto", "no", "fp16", "bf16")
 
 
@@ -25,13 +26,20 @@ class TrainConfig:
     max_steps: int = 1000
     batch_size: int = 8  # per process, per micro-batch
     grad_accum: int = 1
+    optimizer: str = "adamw"  # adamw | sgd
     lr: float = 1e-4
     backbone_lr_ratio: float = 1.0  # backbone parameters train at lr * backbone_lr_ratio
+    backbone_keys: Tuple[str, ...] = ("backbone",)  # parameters under a module of one of these names are backbone
     weight_decay: float = 0.05  # never applied to biases and norm parameters
-    betas: Tuple[float, float] = (0.9, 0.999)
+    betas: Tuple[float, float] = (0.9, 0.999)  # adamw
+    momentum: float = 0.9  # sgd (no Nesterov)
     warmup_steps: int = 0
-    schedule: str = "cosine"  # cosine | linear | constant
+    schedule: str = "cosine"  # cosine | linear | poly | constant
     min_lr_ratio: float = 0.0  # the schedule decays to lr * min_lr_ratio at max_steps
+    poly_power: float = 0.9  # exponent of the poly schedule
+    freeze_bn: bool = False  # BatchNorm layers stay in eval mode: running statistics frozen, affine still trains
+    find_unused_parameters: bool = False  # DDP: allow parameters that get no gradient in a step
+    static_graph: bool = False  # DDP: the set of used parameters is the same in every step
     mixed_precision: str = "auto"  # auto | no | fp16 | bf16
     grad_clip: Optional[float] = 1.0  # max global L2 norm; None = no clipping
     seed: int = 0
@@ -47,6 +55,8 @@ class TrainConfig:
     run_name: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"train.optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"train.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.mixed_precision not in MIXED_PRECISIONS:
@@ -61,6 +71,16 @@ class TrainConfig:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"train.grad_clip must be > 0 or None, got {self.grad_clip}")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"train.momentum must be in [0, 1), got {self.momentum}")
+        if self.poly_power <= 0:
+            raise ValueError(f"train.poly_power must be > 0, got {self.poly_power}")
+        if isinstance(self.backbone_keys, str):
+            raise ValueError(f"train.backbone_keys must be a tuple of module names, not {self.backbone_keys!r}")
+        self.backbone_keys = tuple(self.backbone_keys)
+        bad = [k for k in self.backbone_keys if not isinstance(k, str) or "" in k.split(".")]
+        if bad:
+            raise ValueError(f"train.backbone_keys must be module names ('backbone', 'encoder.backbone'), got {bad}")
 
     @property
     def checkpoint_root(self) -> Path:

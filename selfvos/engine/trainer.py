@@ -9,6 +9,9 @@ the data position is ``step * grad_accum`` micro-batches into a seeded, epoch-in
 ``accelerator.skip_first_batches``; model-side randomness is re-seeded from ``(seed, step, micro, rank)``
 before every forward (as fairseq does), so a resumed run draws the same random numbers as an uninterrupted
 one. Datasets should derive their own randomness from the index (``set_epoch`` is forwarded to them).
+
+``freeze_bn`` keeps every BatchNorm layer in eval mode for the whole run (fine-tuning with small batches);
+``Trainer.export`` writes the model with ``save_pretrained``, the format ``selfvos.from_pretrained`` reads.
 """
 from __future__ import annotations
 
@@ -21,34 +24,27 @@ from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, U
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from accelerate.utils import (
+    DataLoaderConfiguration, DistributedDataParallelKwargs, GradientAccumulationPlugin, ProjectConfiguration, set_seed,
+)
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from selfvos.atomic import replace_dir
 from selfvos.config import to_dict
-from selfvos.engine.checkpoint import (
-    TrainingState, export_modules, latest_checkpoint, list_checkpoints, replace_dir, step_dir_name,
-)
+from selfvos.engine.callbacks import Callback
+from selfvos.engine.checkpoint import TrainingState, latest_checkpoint, list_checkpoints, step_dir_name
 from selfvos.engine.config import TrainConfig, resolve_cpu_threads, resolve_mixed_precision, resolve_tracking_uri
 from selfvos.engine.optim import build_optimizer, build_scheduler
 from selfvos.engine.tracking import ExperimentTracker
 from selfvos.errors import SelfvosInputError
+from selfvos.hub.mixin import SelfvosModelMixin
 
 logger = logging.getLogger(__name__)
 Batch = Dict[str, torch.Tensor]
 Objective = Callable[[nn.Module, Batch], Mapping[str, torch.Tensor]]
-
-
-class Callback:
-    """Hooks the trainer calls on every process; override the ones you need."""
-
-    def on_step_end(self, trainer: "Trainer", metrics: Dict[str, float]) -> None:
-        """After optimizer update ``trainer.state.step`` (metrics already averaged over processes)."""
-
-    def on_round_end(self, trainer: "Trainer", round_index: int) -> None:
-        """After the last step of a ``train(num_steps)`` segment, before the round counter moves on
-        (where a bootstrapping driver relabels its videos)."""
 
 
 class TrainStep(nn.Module):
@@ -74,11 +70,35 @@ def build_accelerator(cfg: TrainConfig) -> Accelerator:
         project_config=ProjectConfiguration(project_dir=cfg.output_dir, automatic_checkpoint_naming=False),
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
         step_scheduler_with_optimizer=False,  # we step it once per update, not once per process
+        kwargs_handlers=[
+            DistributedDataParallelKwargs(
+                find_unused_parameters=cfg.find_unused_parameters, static_graph=cfg.static_graph
+            )
+        ],
     )
     if accelerator.device.type == "cpu":
         local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
         torch.set_num_threads(resolve_cpu_threads(cfg.cpu_threads, local))
     return accelerator
+
+
+def _keep_eval(module: nn.Module, args: Any) -> None:
+    module.training = False
+
+
+def freeze_batchnorm(module: nn.Module) -> int:
+    """Run every BatchNorm layer of ``module`` in eval mode from now on; returns how many layers there are.
+
+    The layers normalise with their running statistics, which never update; their affine weight and bias
+    still train. A forward pre-hook resets ``training`` to False before each forward, so a later
+    ``module.train()`` (e.g. after a validation pass) does not unfreeze them; between such a call and the
+    next forward the flag reads True, but no forward ever runs in train mode.
+    """
+    layers = [m for m in module.modules() if isinstance(m, _BatchNorm)]
+    for layer in layers:
+        layer.eval()
+        layer.register_forward_pre_hook(_keep_eval)
+    return len(layers)
 
 
 def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
@@ -99,7 +119,6 @@ class Trainer:
         callbacks: Sequence[Callback] = (),
         run_config: Optional[Mapping[str, Any]] = None,
         accelerator: Optional[Accelerator] = None,
-        backbone_key: str = "backbone",
     ) -> None:
         self.config = config
         self.run_config = dict(run_config or {})
@@ -112,7 +131,10 @@ class Trainer:
         self.state = TrainingState()
         set_seed(config.seed)
         module = TrainStep(model, objective)
-        optimizer = build_optimizer(module, config, backbone_key)
+        if config.freeze_bn:
+            frozen = freeze_batchnorm(module)
+            logger.info("freeze_bn: %d BatchNorm layers run in eval mode", frozen)
+        optimizer = build_optimizer(module, config)
         scheduler = build_scheduler(optimizer, config)
         loader = DataLoader(
             dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, collate_fn=collate_fn,
@@ -172,10 +194,12 @@ class Trainer:
     def train(self, num_steps: Optional[int] = None) -> Dict[str, float]:
         """Train until ``round_start + num_steps`` (or ``max_steps``), then end the round; returns the last metrics."""
         cfg, st = self.config, self.state
+        self.module.train()
+        for callback in self.callbacks:
+            callback.on_train_start(self)
         if st.step >= cfg.max_steps and st.round_start >= cfg.max_steps:
             return {}  # training already finished (e.g. a resumed run that had completed)
         target = cfg.max_steps if num_steps is None else min(cfg.max_steps, st.round_start + num_steps)
-        self.module.train()
         batches = self._batches(st.step * cfg.grad_accum)
         quiet = {} if self.accelerator.is_main_process else {"disable": True}  # main: TQDM_DISABLE still applies
         bar = tqdm(total=target, initial=st.step, desc=f"round {st.round}", **quiet)
@@ -249,22 +273,23 @@ class Trainer:
         acc.wait_for_everyone()
         return final
 
-    def export(
-        self, directory: Union[str, Path, None] = None, extra_config: Optional[Mapping[str, Any]] = None
-    ) -> Path:
-        """Export the trained model (and a trainable objective) as safetensors + ``config.json``, main process only."""
+    def export(self, directory: Union[str, Path, None] = None) -> Path:
+        """Save the trained model with ``save_pretrained`` into ``directory`` (default ``<output_dir>/export``).
+
+        The folder holds ``config.json`` + ``model.safetensors`` and loads with ``selfvos.from_pretrained``;
+        the objective is not saved (heads that must survive belong to the model). Main process writes.
+        """
         acc = self.accelerator
         directory = Path(directory or Path(self.config.output_dir) / "export")
+        model = acc.unwrap_model(self.module).model
+        if not isinstance(model, SelfvosModelMixin):
+            raise TypeError(
+                f"Trainer.export saves with save_pretrained; {type(model).__name__} is not a "
+                "selfvos.hub.SelfvosModelMixin"
+            )
         acc.wait_for_everyone()
         if acc.is_main_process:
-            unwrapped = acc.unwrap_model(self.module)
-            modules = {"model": unwrapped.model}
-            objective = unwrapped.objective
-            if isinstance(objective, nn.Module) and any(p.requires_grad for p in objective.parameters()):
-                modules["objective"] = objective
-            config = {**self.run_config, **dict(extra_config or {})}
-            config.update(train=to_dict(self.config), step=self.state.step, round=self.state.round)
-            export_modules(directory, modules, config)
+            model.save_pretrained(directory)
         acc.wait_for_everyone()
         return directory
 

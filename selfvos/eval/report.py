@@ -9,11 +9,11 @@ JSON schema (values in [0, 1], decay may be negative)::
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Dict, List, Union
 
+from selfvos.atomic import atomic_write_json
 from selfvos.eval.davis import DatasetResult
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -34,11 +34,8 @@ def to_dict(result: DatasetResult) -> Dict[str, object]:
 
 
 def write_json(result: DatasetResult, path: PathLike) -> Path:
-    """Write ``to_dict(result)`` to ``path`` (parent folders created); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_dict(result), indent=2) + "\n")
-    return path
+    """Write ``to_dict(result)`` to ``path`` atomically (parent folders created); returns the path."""
+    return atomic_write_json(path, to_dict(result), sort_keys=False, newline=True)
 
 
 def format_table(result: DatasetResult) -> str:

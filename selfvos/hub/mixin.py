@@ -39,6 +39,16 @@ _ARCHITECTURES: Dict[str, type] = {}
 _BUILDING_FROM_CHECKPOINT: ContextVar[bool] = ContextVar("selfvos_building_from_checkpoint", default=False)
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """Card metadata a model class carries (``info = ModelInfo(...)``): a one-line summary, the citation keys
+    of ``selfvos.hub.papers.BIBTEX`` and the datasets/metrics its card should name."""
+
+    summary: str
+    papers: typing.Tuple[str, ...] = ()
+    limitation: str = ""
+
+
 def building_from_checkpoint() -> bool:
     """True while a strict ``from_pretrained`` constructs a model: the checkpoint will overwrite every
     weight, so constructors skip loading initial weights (e.g. ``BackboneConfig.pretrained``)."""

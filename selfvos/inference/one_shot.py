@@ -10,8 +10,8 @@ Per frame: resize so the short side is ``short_side``, embed (query, key) at the
 top-k local-window affinity to the context (first frame + last ``num_previous`` frames, see
 ``propagation.py``), soft labels at the feature grid, bilinear upsampling to the working size, edge-aware
 refinement with a fast guided filter (``refine.py``; ``refine_radius=0`` turns it off), bilinear resizing
-to the frame size, argmax. The context keeps the grid's soft labels, not the refined ones (feeding the
-refined labels back scored 54.2 against 77.7 on train: the sharpened labels drift).
+to the frame size, argmax. The context keeps the grid's soft labels, not the refined ones (the
+sharpened labels drift when fed back).
 
 Feature sources (``features``):
 * ``model``: ``normalize(model.encode(image))``, by default averaged with the mirrored features of the
@@ -51,28 +51,17 @@ DTYPES = ("auto", "float32", "bfloat16")
 class OneShotConfig:
     """Label-propagation settings (defaults: CRW-style protocol on ResNet-18 layer3 at stride 8, 854x480).
 
-    ``features="both"`` is not the default although it scored higher on DAVIS-2016 train (one sequence in
-    three: model 78.1 J&F; Lab weight 0.3 / 1 / 2: 81.4 / 81.9 / 82.4): train is 240p, upsampled to the 480p
-    working size, which blurs the model's input and favours raw colour, and on davis2016-val-dev (native
-    480p) it scored 69.0 against 69.4 (car-shadow 87.5 -> 71.4, dance-twirl 45.3 -> 53.5). The working size
-    has the same problem (scratch trials, refine_radius scaled with it): train J&F 68.8 / 74.2 / 78.1 / 80.1 /
-    72.1 at short_side 240 / 360 / 480 / 540 (radius 14) / 600 (soccerball lost), but 540 scored 68.8 on
-    val-dev at half the speed, so 480 stays. (These trials predate ``flip_average``, i.e. ran without it.)
-    ``flip_average`` (on) averages the features of the frame and of its mirror image; unlike Lab colour or a
-    larger working size it adds nothing that 240p upsampling favours, so its train gain (78.1 -> 80.3) was
-    taken as the choice.
+    Each frame is resized to ``short_side``, embedded (``features``), matched to the context (the annotated
+    anchors + the last ``num_previous`` frames) by top-``topk`` affinity within a window of ``radius``
+    feature cells, softmax at ``temperature``; the propagated probabilities are upsampled, refined with a
+    guided filter (``refine_*``) and turned into ids (``object_gain``). How each default was chosen, with the
+    measurements: docs/results.md.
     """
 
-    features: str = "model"  # "model" | "lab" | "both"
-    # context = anchors (first frame) + this many previous frames (DINO/UVC: 7, CRW: 20). Chosen with radius
-    # on DAVIS-2016 train (one sequence in three, flip-averaged): r 8 / 12 / 16 at 5 previous frames: J&F
-    # 71.1 / 80.3 / 81.0 (r 8 loses soccerball's fast object); 3 / 5 / 8 previous at r 12: 80.4 / 80.3 /
-    # 80.4; r 16 with 3 previous: 81.0 at 2.55 frames/s (r 12 with 5: 2.25; r 20 with 3: 81.0 at 2.29).
-    # Top-k 5 / 10 / 20: 80.0 / 80.3 / 80.2; temperature 0.05 / 0.07 / 0.1: 80.3 each.
-    # (benchmarks/results/one_shot_train_sweep*.json, ``benchmarks/davis16_train.py --vary``.)
-    num_previous: int = 3
-    topk: int = 10
-    temperature: float = 0.07
+    features: str = "model"  # embedding: "model" (backbone features) | "lab" (raw colour) | "both" (concatenated)
+    num_previous: int = 3  # previous frames kept in the context besides the anchors
+    topk: int = 10  # context positions each query cell takes its label from
+    temperature: float = 0.07  # softmax temperature of the top-k affinities
     radius: int = 16  # local window radius in feature cells (128 px at the 480p working size)
     window: str = "square"  # "square" (|dy|, |dx| <= r) | "disk" (dy^2 + dx^2 <= r^2)
     short_side: Optional[int] = 480  # frames resized so the short side is this before encoding; None = as given
@@ -81,15 +70,13 @@ class OneShotConfig:
     lab_weight: float = 1.0  # weight of the Lab term for features="both"
     max_anchors: int = 3  # annotated frames kept: the first forever + the latest later ones
     # model features = normalised mean of the frame's and its mirror image's (mirrored back): one batched
-    # backbone call of 2 images. DAVIS-2016 train (one sequence in three): J&F 78.1 -> 80.3 (2.2 frames/s).
+    # backbone call of 2 images
     flip_average: bool = True
     # decision rule of the output ids: argmax over (p_background, g p_1, ..., g p_K) with g = object_gain
-    # (one object: foreground where p > 1 / (1 + g)); the probabilities and the context labels stay as they are.
-    # DAVIS-2016 train: g 1 / 1.5 / 2: 81.0 / 81.0 / 78.8 (benchmarks/results/one_shot_train_gain.json)
+    # (one object: foreground where p > 1 / (1 + g)); the probabilities and the context labels stay as they are
     object_gain: float = 1.0
     # extra encode scales (relative to the working size) whose features, resized to the working grid, join the
-    # average (with their mirror images when flip_average is on); () = the working size only. DAVIS-2016 train:
-    # () / (0.75,) / (1.25,): 81.0 / 78.4 / 81.1 at 2.5 / 1.9 / 1.4 frames/s (one_shot_train_scales.json)
+    # average (with their mirror images when flip_average is on); () = the working size only
     extra_scales: Tuple[float, ...] = ()
     # guided-filter refinement of the upsampled probabilities (refine.py): radius in working-size pixels
     # (0 = plain bilinear upsampling), ridge eps, fast-filter subsampling
@@ -97,9 +84,8 @@ class OneShotConfig:
     refine_eps: float = 1e-5
     refine_subsample: int = 4
     tile: Optional[int] = None  # query tile of the windowed affinity (default max(radius, 4))
-    # bfloat16 where oneDNN (AVX512-BF16 / AMX) or CUDA run it natively ("auto"), else float32. Measured on
-    # davis2016-val-dev one-shot (model features): J&F 68.36 / 68.36 / 68.37 for float32 / bf16 encode /
-    # bf16 encode + affinity at 1.9 / 2.4 / 3.2 frames/s on 2 cores.
+    # "auto": bfloat16 where oneDNN (AVX512-BF16 / AMX) or CUDA run it natively, else float32; or "float32" /
+    # "bfloat16" explicitly
     affinity_dtype: str = "auto"  # the bf16 affinity is used for unit-norm model features only ("auto")
     encode_dtype: str = "auto"  # backbone autocast
 
@@ -120,11 +106,8 @@ class OneShotConfig:
 
     @classmethod
     def lab_floor(cls) -> "OneShotConfig":
-        """The no-learning floor of BRIEF 7: Lab at 1/4 of 240p, first + 5 previous, top-10, r 6, T 0.05.
-
-        Measured on davis2016-val-dev (official protocol, selfvos.eval.davis): J 66.6, F 60.2, J&F 63.4
-        (BRIEF 7 reports 60.2 for its implementation); lab_scale 0.2 gives 63.4 too.
-        """
+        """The no-learning floor: raw Lab colour at 1/4 of 240p, first + 5 previous frames, top-10, radius 6,
+        temperature 0.05, no refinement, no flip averaging."""
         return cls(features="lab", num_previous=5, topk=10, temperature=0.05, radius=6, short_side=240, lab_stride=4,
                    refine_radius=0, flip_average=False)
 

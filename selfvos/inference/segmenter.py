@@ -1,8 +1,9 @@
-"""``Segmenter``: one entry point for zero-shot and one-shot VOS with a pretrained model.
+"""``Segmenter``: one entry point for zero-shot and one-shot VOS with any selfvos model.
 
 The model holds weights only; every per-video state (reference caches, memories, previous masks) lives in
-the segmenter's task core (:class:`~selfvos.inference.zero_shot.ZeroShotSegmenter` or the label-propagation
-``OneShotPropagator``), so one model can serve several segmenters::
+the inference core registered for the model's architecture (``selfvos.inference.core``): label propagation
+or the zero-shot pipeline for a pretrained MuG model, the head's own core for a fine-tuned head (STM, ...),
+so one model can serve several segmenters::
 
     seg = Segmenter(model)                          # task="auto"
     probs = seg.step(frame0, mask=first_mask)       # a mask at the first step -> one-shot, (K+1, H, W)
@@ -11,13 +12,14 @@ the segmenter's task core (:class:`~selfvos.inference.zero_shot.ZeroShotSegmente
     for ids in seg.segment_video(video):            # no mask -> zero-shot; (H, W) uint8 object ids
         ...
 
-``max_side`` shrinks frames (area) and the first mask (nearest) so the task core works at that size;
-probabilities come back bilinearly upsampled to the input frame size.
+``max_side`` shrinks frames (area) and the given masks (nearest) so the core works at that size;
+probabilities come back bilinearly upsampled to the input frame size. (The MuG zero-shot core sizes its
+input itself, ``ZeroShotConfig.input_max_side``.)
 """
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -25,35 +27,34 @@ import torch.nn.functional as F
 
 from selfvos.data.image_io import shrink_frame, shrink_mask
 from selfvos.data.video import LazyVideo
+from selfvos.inference.core import create_core
 from selfvos.inference.zero_shot import ZeroShotConfig, ZeroShotSegmenter
 
 TASKS = ("auto", "zero-shot", "one-shot")
-
-
-def _one_shot_propagator(model: Any, cfg: Any) -> Any:
-    from selfvos.inference.one_shot import OneShotConfig, OneShotPropagator
-
-    return OneShotPropagator(model, cfg if cfg is not None else OneShotConfig())
 
 
 class Segmenter:
     """Segment a video frame by frame; the task is fixed at the first :meth:`step` after :meth:`reset`.
 
     Args:
-        model: a pretrained :class:`~selfvos.pretrain.MuGModel` (shared, never modified except ``eval()``).
+        model: any registered selfvos model with an inference core: a pretrained
+            :class:`~selfvos.pretrain.MuGModel` or a fine-tuned head (shared, never modified except ``eval()``).
         task: ``"auto"`` (one-shot when the first step has a mask, zero-shot otherwise), ``"zero-shot"``
             (a mask is an error) or ``"one-shot"`` (the first step must have a mask).
-        zero_shot: zero-shot settings (mode, references, clean-up); ``max_side`` overrides its input size.
-        one_shot: ``OneShotConfig`` for label propagation (default settings when None).
-        max_side: longer side the task core works at (None: each task's default scale; zero-shot
-            ``ZeroShotConfig.input_max_side``, one-shot ``OneShotConfig.short_side``).
+        zero_shot: MuG zero-shot settings (mode, references, clean-up); ``max_side`` overrides its input size.
+        one_shot: ``OneShotConfig`` for MuG label propagation (default settings when None); its
+            ``object_gain`` also applies to a head's probabilities.
+        head: keyword overrides of a head's inference settings (e.g. ``{"memory_every": 5}`` for STM).
+        max_side: longer side the core works at (None: each core's default scale; MuG zero-shot
+            ``ZeroShotConfig.input_max_side``, MuG one-shot ``OneShotConfig.short_side``, heads the frame size).
     """
 
     def __init__(self, model: Any, task: str = "auto", *, zero_shot: Optional[ZeroShotConfig] = None,
-                 one_shot: Any = None, max_side: Optional[int] = None) -> None:
+                 one_shot: Any = None, head: Optional[Dict[str, Any]] = None, max_side: Optional[int] = None) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.model, self.task, self.max_side = model, task, max_side
+        self.head_options = dict(head or {})
         self.zero_shot_config = dataclasses.replace(zero_shot or ZeroShotConfig())
         if max_side is not None:
             self.zero_shot_config.input_max_side = max_side
@@ -72,28 +73,29 @@ class Segmenter:
     @property
     def object_ids(self) -> List[int]:
         """Object id of each probability channel after the background (channel 0)."""
-        if self.active_task == "one-shot":
-            return [int(i) for i in self._core.object_ids]
-        return [1] if self.active_task == "zero-shot" else []
+        if self._core is None:
+            return []
+        if isinstance(self._core, ZeroShotSegmenter):
+            return [1]
+        return [int(i) for i in self._core.object_ids]
 
     def _start(self, has_mask: bool) -> None:
         if has_mask and self.task == "zero-shot":
             raise ValueError("zero-shot segmentation takes no mask; use task='one-shot' or 'auto'")
         if not has_mask and self.task == "one-shot":
             raise ValueError("one-shot segmentation needs the first frame's mask at the first step")
-        if has_mask:
-            self._core, self.active_task = _one_shot_propagator(self.model, self.one_shot_config), "one-shot"
-        else:
-            self._core, self.active_task = ZeroShotSegmenter(self.model, self.zero_shot_config), "zero-shot"
+        self.active_task = "one-shot" if has_mask else "zero-shot"
+        self._core = create_core(self.model, self.active_task, {
+            "zero_shot": self.zero_shot_config, "one_shot": self.one_shot_config, "head": self.head_options})
 
     def step(self, frame: np.ndarray, mask: Optional[np.ndarray] = None) -> torch.Tensor:
         """(H, W, 3) uint8 RGB [+ (H, W) uint8 ids] -> (K+1, H, W) float32 probabilities (channel 0 = background)."""
         frame = np.asarray(frame)
         if self._core is None:
             self._start(mask is not None)
-        if self.active_task == "zero-shot":
-            if mask is not None:
-                raise ValueError("a zero-shot run takes no masks; reset() and start with the mask for one-shot")
+        if self.active_task == "zero-shot" and mask is not None:
+            raise ValueError("a zero-shot run takes no masks; reset() and start with the mask for one-shot")
+        if isinstance(self._core, ZeroShotSegmenter):  # sizes its input itself
             return self._core.step(frame)
         size = frame.shape[:2]
         small = shrink_frame(frame, self.max_side)
@@ -110,7 +112,7 @@ class Segmenter:
 
     def to_ids(self, probabilities: torch.Tensor) -> np.ndarray:
         """(K+1, H, W) probabilities -> (H, W) uint8 object ids (zero-shot: threshold + component clean-up)."""
-        if self.active_task == "zero-shot":
+        if isinstance(self._core, ZeroShotSegmenter):
             return self._core.to_mask(probabilities)
         from selfvos.inference.one_shot import ids_from_probabilities
 
@@ -127,8 +129,9 @@ class Segmenter:
 
         self.reset()
         self._start(first_mask is not None)
-        if self.active_task == "zero-shot":
+        if isinstance(self._core, ZeroShotSegmenter):  # offline mode sees the whole video first
             yield from self._core.segment_video(video, progress=progress)
             return
-        for t in tqdm(range(len(video)), desc=f"one-shot {video.name}", unit="frame", disable=not progress):
+        desc = f"{self.active_task} {video.name}"
+        for t in tqdm(range(len(video)), desc=desc, unit="frame", disable=not progress):
             yield self.to_ids(self.step(video.frame(t), first_mask if t == 0 else None))

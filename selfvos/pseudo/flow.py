@@ -7,14 +7,13 @@ resolution.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
 import cv2
 import numpy as np
 
+from selfvos.atomic import atomic_write_bytes
 from selfvos.data.video import LazyVideo
 from selfvos.pseudo.base import downscale
 
@@ -35,19 +34,6 @@ def dis_flow(reference: np.ndarray, target: np.ndarray, preset: str = "medium") 
     grey = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) if im.ndim == 3 else im for im in (reference, target)]
     dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
     return dis.calc(grey[0], grey[1], None).astype(np.float32)
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, array)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 class FlowField:
@@ -80,5 +66,6 @@ class FlowField:
             return np.load(path).astype(np.float32)
         flow = dis_flow(self.working_frame(video, i), self.working_frame(video, j), self.preset)
         if path is not None:
-            _atomic_save_npy(path, flow.astype(np.float16))
+            half = flow.astype(np.float16)
+            atomic_write_bytes(path, lambda fh: np.save(fh, half))
         return flow

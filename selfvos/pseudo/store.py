@@ -7,8 +7,8 @@ Layout::
     root/round_000/<video>/_complete.json   per-video completion marker: frame indices and names
 
 Files are named by the frame's *index* in its video (the marker keeps the original frame names), so
-``read(round, video, index)`` needs no lookup. Every file is written to a temporary file in the same
-folder and moved into place with ``os.replace``, so a crash never leaves a half-written PNG or
+``read(round, video, index)`` needs no lookup. Every file is written with :mod:`selfvos.atomic` (a temporary
+file in the same folder, moved into place with ``os.replace``), so a crash never leaves a half-written PNG or
 manifest. A round is ``complete`` once every video has its marker; re-creating a complete round is an
 error unless ``overwrite=True`` for that round, and no operation touches another round's folder.
 """
@@ -18,7 +18,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
@@ -26,29 +25,12 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 import numpy as np
 from PIL import Image
 
+from selfvos.atomic import atomic_write_bytes, atomic_write_json
 from selfvos.errors import SelfvosInputError
 
 MaskProvider = Callable[[str, int], Optional[np.ndarray]]
 _ROUND_RE = re.compile(r"^round_(\d{3,})$")
 MARKER = "_complete.json"
-
-
-def atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(fileobj)`` on a temporary file next to ``path``, then ``os.replace`` it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_json(path: Path, data: Dict[str, Any]) -> None:
-    atomic_write_bytes(path, lambda fh: fh.write(json.dumps(data, indent=2, sort_keys=True).encode("utf-8")))
 
 
 class PseudoLabelStore:

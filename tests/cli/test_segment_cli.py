@@ -12,7 +12,7 @@ from selfvos.backbones import BackboneConfig
 from selfvos.cli import main
 from selfvos.data.sources import open_source
 from selfvos.data.writers import export_davis, save_palette_png
-from selfvos.inference import segmenter as segmenter_module
+from selfvos.inference import label_free
 from selfvos.pretrain import MuGConfig, MuGModel
 from tests.conftest import shared_path
 
@@ -107,7 +107,7 @@ def test_segment_reports_bad_input(checkpoint, tmp_path, capsys):
 
 
 def test_segment_dataset_one_shot_reads_only_first_annotations(checkpoint, davis_root, tmp_path, monkeypatch):
-    monkeypatch.setattr(segmenter_module, "_one_shot_propagator", CopyFirstMask)
+    monkeypatch.setattr(label_free, "one_shot_core", CopyFirstMask)
     reads = record_mask_reads(monkeypatch)
     out = tmp_path / "pred"
     assert main(["segment-dataset", "--checkpoint", checkpoint, "--data", str(davis_root), "--task", "one-shot",
@@ -128,7 +128,7 @@ def test_one_shot_flags_reach_the_one_shot_config(checkpoint, davis_root, tmp_pa
         configs.append(cfg)
         return CopyFirstMask(model, cfg)
 
-    monkeypatch.setattr(segmenter_module, "_one_shot_propagator", recording)
+    monkeypatch.setattr(label_free, "one_shot_core", recording)
     base = ["segment-dataset", "--checkpoint", checkpoint, "--data", str(davis_root), "--task", "one-shot",
             "--sequences", "synthetic_0000"]
     assert main(base + ["--out", str(tmp_path / "a"), "--refine-radius", "0", "--object-gain", "1.5"]) == 0

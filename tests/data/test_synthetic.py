@@ -1,8 +1,6 @@
 """Synthetic videos: determinism, exact masks, occlusion order, object and camera motion, registry entry."""
 from __future__ import annotations
 
-import time
-
 import cv2
 import numpy as np
 import pytest
@@ -119,10 +117,3 @@ def test_registry_entry_and_bad_options():
         synthetic_source(colour="red")
     with pytest.raises(SelfvosInputError, match="min_objects"):
         synthetic_collection(SyntheticConfig(min_objects=3, max_objects=2))
-
-
-def test_render_speed_64_frames_256px():
-    cfg = SyntheticConfig(num_frames=64, height=256, width=256, min_objects=3, max_objects=3)
-    start = time.perf_counter()
-    make_video(0, cfg)
-    assert time.perf_counter() - start < 2.0

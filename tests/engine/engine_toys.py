@@ -2,8 +2,9 @@
 is tested without the MuG model or the clip sampler. Imported by the engine tests and the DDP worker."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 import torch.nn.functional as F
@@ -11,6 +12,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from selfvos.engine import TrainConfig
+from selfvos.hub import SelfvosModelMixin, register_architecture
 
 
 class ToyClips(Dataset):
@@ -45,13 +47,33 @@ class ToyClips(Dataset):
         }
 
 
-class ToyModel(nn.Module):
-    """``backbone`` (conv + GroupNorm) and a 1x1 ``head``: (N, 3, H, W) -> logits (N, 1, H, W)."""
+@dataclass
+class ToyConfig:
+    """What :class:`ToyModel` is built from (saved in its config.json)."""
 
-    def __init__(self, width: int = 8) -> None:
+    width: int = 8
+    norm: str = "group"  # group | batch
+    unused: bool = False  # add a parameter that never gets a gradient (DDP find_unused_parameters)
+
+
+@register_architecture
+class ToyModel(SelfvosModelMixin, nn.Module):
+    """``backbone`` (conv + norm) and a 1x1 ``head``: (N, 3, H, W) -> logits (N, 1, H, W).
+
+    A registered test architecture, so ``Trainer.export`` and ``selfvos.from_pretrained`` work on it.
+    """
+
+    architecture = "test-engine-toy"
+
+    def __init__(self, config: Optional[ToyConfig] = None) -> None:
         super().__init__()
-        self.backbone = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.GroupNorm(2, width), nn.ReLU())
+        self.config = config = config or ToyConfig()
+        width = config.width
+        norm = nn.GroupNorm(2, width) if config.norm == "group" else nn.BatchNorm2d(width)
+        self.backbone = nn.Sequential(nn.Conv2d(3, width, 3, padding=1), norm, nn.ReLU())
         self.head = nn.Conv2d(width, 1, 1)
+        if config.unused:
+            self.unused = nn.Parameter(torch.zeros(width))
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone(frames))
@@ -91,10 +113,10 @@ def toy_config(tmp: Path, **overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def make_parts(seed: int = 0, drop: float = 0.0, n: int = 16):
+def make_parts(seed: int = 0, drop: float = 0.0, n: int = 16, config: Optional[ToyConfig] = None):
     """Model, objective and dataset with identical initial weights for a given seed."""
     torch.manual_seed(seed)
-    return ToyModel(), ToyObjective(drop), ToyClips(n=n)
+    return ToyModel(config), ToyObjective(drop), ToyClips(n=n)
 
 
 def flat_weights(module: nn.Module) -> Dict[str, torch.Tensor]:

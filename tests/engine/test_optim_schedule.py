@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from tests.engine.engine_toys import ToyModel, ToyObjective
+from tests.engine.engine_toys import ToyConfig, ToyModel, ToyObjective
 from torch import nn
 
 from selfvos.config import apply_overrides, from_dict, to_dict
@@ -63,7 +63,7 @@ def test_scheduler_drives_group_lrs_with_backbone_ratio():
 
 
 def test_parameter_groups_split_backbone_and_no_decay():
-    module = TrainStep(ToyModel(width=4), ToyObjective())
+    module = TrainStep(ToyModel(ToyConfig(width=4)), ToyObjective())
     module.model.head.bias.requires_grad_(False)  # frozen parameters are left out
     groups = {g["name"]: g for g in parameter_groups(module, lr=1.0, weight_decay=0.3, backbone_lr_ratio=0.25)}
     ids = {name: {id(p) for p in g["params"]} for name, g in groups.items()}

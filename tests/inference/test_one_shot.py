@@ -8,6 +8,7 @@ import torch
 
 from selfvos.eval.davis import jaccard
 from selfvos.inference import OneShotConfig, OneShotPropagator
+from selfvos.pretrain import MuGModel
 from tests.conftest import shared_path
 
 torch.set_num_threads(2)
@@ -148,7 +149,8 @@ def test_object_gain_moves_the_decision_towards_the_objects_and_keeps_the_probab
     frames, masks = _scene(t=2)
     probs = torch.tensor([[0.55, 0.7, 0.3], [0.45, 0.2, 0.1], [0.0, 0.1, 0.6]]).reshape(3, 1, 3)
     for gain, expected in [(1.0, [[0, 0, 3]]), (1.5, [[1, 0, 3]])]:  # 1.5 * 0.45 > 0.55; 1.5 * 0.2 < 0.7
-        segmenter = Segmenter(None, "one-shot", one_shot=OneShotConfig(**LAB, object_gain=gain))
+        model = MuGModel()  # Lab features: the model's weights are never used
+        segmenter = Segmenter(model, "one-shot", one_shot=OneShotConfig(**LAB, object_gain=gain))
         segmenter.step(frames[0], np.where(np.isin(masks[0], (1, 3)), masks[0], 0).astype(np.uint8))
         assert segmenter.object_ids == [1, 3]
         assert segmenter.to_ids(probs).tolist() == expected

@@ -29,9 +29,17 @@ def test_camera_fit_recovers_affine_flow_despite_a_moving_object():
 
 
 def test_residual_score_is_half_at_tau_and_monotone():
+    from skimage.filters import threshold_otsu
+
     residual = np.concatenate([np.full(900, 0.1), np.full(100, 5.0)]).reshape(10, 100).astype(np.float32)
     score = residual_score(residual, min_motion_px=0.5)
-    assert score.max() > 0.5 > score.min() and np.all(np.diff(np.sort(residual.ravel())) >= 0)
+    assert score.max() > 0.5 > score.min()
+    ramp = np.linspace(0.0, 4.0, 1001, dtype=np.float32).reshape(7, 143)  # ascending in C order
+    score = residual_score(ramp, min_motion_px=0.5).ravel()
+    assert score[0] == 0.0 and np.all(np.diff(score) > 0)  # strictly increasing in the residual
+    tau = float(threshold_otsu(ramp))
+    assert tau > 0.5  # the Otsu threshold, not the floor, sets tau here
+    np.testing.assert_allclose(np.interp(0.5, score, ramp.ravel()), tau, atol=0.01)  # score 1/2 at r = tau
     static = residual_score(np.full((10, 10), 0.2, np.float32), min_motion_px=0.5)
     np.testing.assert_allclose(static, 0.04 / (0.04 + 0.25), rtol=1e-5)  # tau falls back to the floor
 

@@ -7,8 +7,9 @@ from mlflow.tracking import MlflowClient
 
 from selfvos.cli import main
 from selfvos.config import apply_overrides
-from selfvos.engine.pretraining import PretrainConfig, run_pretraining
+from selfvos.pretrain.recipe import PretrainConfig, run_pretraining
 from selfvos.pseudo import PseudoLabelStore
+from tests.engine.engine_toys import reset_accelerate_state
 
 TINY = {
     "data.options": {"num_videos": 2, "num_frames": 6, "size": [64, 64]},
@@ -21,6 +22,14 @@ TINY = {
     "bootstrap.rounds": 2,
     "bootstrap.grabcut_iterations": 0,
 }
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate():
+    """Every run builds its Accelerator from scratch (as in tests/engine)."""
+    reset_accelerate_state()
+    yield
+    reset_accelerate_state()
 
 
 def tiny_config(out, **extra):

@@ -1,4 +1,4 @@
-"""Glue between the training loop and bootstrapped relabeling.
+"""Bootstrapped relabeling between the training rounds of the MuG recipe (:mod:`selfvos.pretrain.recipe`).
 
 :class:`RoundMaskProvider` serves the clip sampler the pseudo-masks of the current round;
 :class:`RelabelCallback` runs at the end of every training round: the main process relabels every video with

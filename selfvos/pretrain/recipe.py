@@ -89,7 +89,7 @@ def run_pretraining(cfg: PretrainConfig) -> Path:
 
     from selfvos.config import to_dict
     from selfvos.data.sources import open_source
-    from selfvos.engine.bootstrap_callback import RelabelCallback, RoundMaskProvider, make_gallery_image
+    from selfvos.pretrain.relabel import RelabelCallback, RoundMaskProvider, make_gallery_image
     from selfvos.engine.trainer import Trainer, build_accelerator
     from selfvos.pretrain import MuGModel, MuGObjective
     from selfvos.pseudo import generate_pseudo_labels

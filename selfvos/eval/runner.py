@@ -1,0 +1,155 @@
+"""Scoring a model on a video collection, as the benchmark scripts do: load it, segment, evaluate, print.
+
+>>> model = load_model("runs/mug_davis16_cpu/model")       # exported folder, Hub id or step_XXXXXXX checkpoint
+>>> scores = run_variant(model, collection, "one-shot", Path("out/os"), gt_dir=gt, one_shot=OneShotConfig())
+>>> print_table({"one-shot": scores})
+
+:func:`run_variant` builds ``Segmenter(model, task, **settings)`` for every video, so it works for any model
+the :class:`~selfvos.inference.Segmenter` accepts (MuG or a head) with that model's own settings; the masks
+are written as palette PNGs and scored with the official-parity evaluator (:mod:`selfvos.eval`). Two
+model-free floors are built in: ``task="copy"`` (the first-frame mask on every frame) and ``task="pseudo"``
+(the label-free pseudo-label engine, ``FusedSaliency(**settings)``, thresholded at 0.5).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, Mapping, Sequence, Union
+
+from selfvos.errors import PathLike, SelfvosInputError
+
+BASELINE_TASKS = ("copy", "pseudo")
+
+# OneShotConfig fields the pretraining-recipe and granularity-ablation tables (docs/results.md) were scored
+# with; the scripts that extend those tables use them so that new rows stay comparable with the old ones.
+EARLY_ONE_SHOT: Dict[str, Any] = {"flip_average": False, "radius": 12, "num_previous": 5}
+
+
+def load_training_checkpoint(folder: PathLike, config: Any = None):
+    """The MuG model of a resumable ``step_XXXXXXX`` training checkpoint (the ``model.`` part of the train step).
+
+    ``config`` describes the run: a YAML path or a :class:`~selfvos.pretrain.recipe.PretrainConfig`. When None,
+    the run's exported model (``<run>/model/config.json``, next to ``<run>/checkpoints/``) gives the model
+    config; without either the model cannot be rebuilt and this is an error.
+    """
+    from safetensors.torch import load_file
+
+    from selfvos.pretrain import MuGModel
+
+    folder = Path(folder)
+    model = MuGModel(_model_config(folder, config))
+    weights = load_file(folder / "model.safetensors")
+    state = {k[len("model."):]: v for k, v in weights.items() if k.startswith("model.")}
+    model.load_state_dict(state, strict=True)
+    return model.eval()
+
+
+def _model_config(folder: Path, config: Any):
+    from selfvos.config import from_dict, load_yaml
+    from selfvos.hub import read_config
+    from selfvos.pretrain import MuGConfig
+    from selfvos.pretrain.recipe import PretrainConfig
+
+    if isinstance(config, PretrainConfig):
+        return config.model
+    if config is not None:
+        return load_yaml(PretrainConfig, config).model
+    exported = folder.parent.parent / "model" / "config.json"
+    if not exported.is_file():
+        raise SelfvosInputError(folder, "a training checkpoint needs its run's config (config=YAML path) or the "
+                                        f"run's exported model at {exported.parent}")
+    _, model_config, _ = read_config(exported)
+    return from_dict(MuGConfig, model_config, where=str(exported))
+
+
+def load_model(spec: Union[str, PathLike], config: Any = None):
+    """A model in eval mode from an exported folder or Hub id (``selfvos.from_pretrained``), or from a
+    resumable ``step_XXXXXXX`` training checkpoint of a MuG run (see :func:`load_training_checkpoint`)."""
+    import selfvos
+
+    path = Path(spec)
+    if (path / "config.json").is_file() or not path.exists():
+        return selfvos.from_pretrained(str(spec)).eval()
+    if (path / "model.safetensors").is_file():
+        return load_training_checkpoint(path, config)
+    raise SelfvosInputError(path, "neither an exported model (config.json) nor a training checkpoint "
+                                  "(model.safetensors)")
+
+
+def _segment_baseline(task: str, video: Any, first: Any, settings: Mapping[str, Any]):
+    if task == "copy":
+        return [first] * len(video), 0.0
+    from selfvos.pseudo.fusion import FusedSaliency
+
+    labeler = FusedSaliency(**settings)
+    start = time.perf_counter()
+    masks = [labeler(video, t) >= 0.5 for t in range(len(video))]
+    return masks, time.perf_counter() - start
+
+
+def run_variant(model: Any, collection: Iterable[Any], task: str, out: PathLike, *, gt_dir: PathLike,
+                **settings: Any) -> Dict[str, Any]:
+    """Segment every video of ``collection`` into ``out/<video>/<frame>.png`` and score it against
+    ``gt_dir/<video>/<frame>.png`` (official protocol).
+
+    ``task`` is a :class:`~selfvos.inference.Segmenter` task (``"zero-shot"``, ``"one-shot"``, ``"auto"``;
+    ``settings`` are its keyword arguments) or a floor of :data:`BASELINE_TASKS` (``model`` unused). Every
+    task but zero-shot gets the first-frame annotation of each video (void as background).
+    Returns ``{"J&F", "J", "F"}`` in percent, ``"frames_per_s"`` (segmentation time only; None for
+    ``"copy"``) and ``"per_sequence_JF"`` ({video: J&F in percent}).
+    """
+    import numpy as np
+
+    from selfvos.cli.segment_dataset import first_frame_mask
+    from selfvos.eval.io import evaluate_folders
+    from selfvos.eval.report import to_dict
+    from selfvos.inference import Segmenter
+    from selfvos.inference.io import write_masks
+
+    out = Path(out)
+    frames, seconds, names = 0, 0.0, []
+    for video in collection:
+        first = first_frame_mask(video) if task != "zero-shot" else None
+        if task in BASELINE_TASKS:
+            masks, spent = _segment_baseline(task, video, first, settings)
+        else:
+            segmenter = Segmenter(model, task, **settings)
+            start = time.perf_counter()
+            masks = list(segmenter.segment_video(video, first_mask=first, progress=False))
+            spent = time.perf_counter() - start
+        seconds += spent
+        frames += len(video)
+        names.append(video.name)
+        write_masks(out / video.name, video.frame_names, [np.asarray(m, np.uint8) for m in masks])
+    result = to_dict(evaluate_folders(out, gt_dir, sequences=names, protocol="official"))
+    return {"J&F": 100 * result["mean"]["JF"], "J": 100 * result["mean"]["J"], "F": 100 * result["mean"]["F"],
+            "frames_per_s": frames / seconds if seconds else None,
+            "per_sequence_JF": {s: 50 * (v["J"] + v["F"]) for s, v in result["sequences"].items()}}
+
+
+def wanted(name: str, only: str) -> bool:
+    """``--only``: a comma-separated list of substrings of variant names; empty = every variant."""
+    parts = [w for w in only.split(",") if w]
+    return not parts or any(w in name for w in parts)
+
+
+def print_table(results: Mapping[str, Mapping[str, Any]], min_width: int = 52) -> None:
+    """One row per variant: J&F, J, F (percent) and frames/s ("-" when not timed)."""
+    width = max([min_width, *map(len, results)])
+    print(f"\n{'variant':<{width}} {'J&F':>6} {'J':>6} {'F':>6} {'frames/s':>9}")
+    for key, r in results.items():
+        fps = f"{r['frames_per_s']:.2f}" if r["frames_per_s"] else "-"
+        print(f"{key:<{width}} {r['J&F']:6.1f} {r['J']:6.1f} {r['F']:6.1f} {fps:>9}")
+
+
+def print_columns(results: Mapping[str, Mapping[str, Any]], columns: Sequence[str], label: str) -> None:
+    """One row per entry of ``results``, one J&F column per task in ``columns`` (``row[task]["J&F"]``)."""
+    width = max([len(label), *map(len, results)])
+    col = max(map(len, columns))
+    print(f"\n{label:<{width}} " + " ".join(f"{t:>{col}}" for t in columns))
+    for name, row in results.items():
+        print(f"{name:<{width}} " + " ".join(f"{row[t]['J&F']:>{col}.1f}" for t in columns))
+
+
+__all__ = ["BASELINE_TASKS", "EARLY_ONE_SHOT", "load_model", "load_training_checkpoint", "print_columns",
+           "print_table", "run_variant", "wanted"]

@@ -1,0 +1,87 @@
+"""``FinetuneConfig``: every setting of one supervised fine-tuning run of a head, as typed dataclasses.
+
+    model: the head's config (``type`` = architecture name, e.g. ``stm``) · init: the checkpoint the backbones
+    start from (any selfvos checkpoint, or none = scratch) · data: training videos, held-out validation videos,
+    clip sampling, augmentation, the pseudo-video stage and the skip curriculum · loss · eval · train (engine).
+
+YAML files in ``recipes/configs/finetune/`` are one config per head x dataset; every value takes a dotted
+override on the command line (``--train.max_steps 200 --init runs/mug_davis16_cpu/model``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import List, Optional, Tuple
+
+from selfvos.data.augment import ClipAugmentConfig
+from selfvos.data.pseudo_video import PseudoVideoConfig
+from selfvos.data.supervised import SupervisedClipConfig
+from selfvos.engine.config import TrainConfig
+from selfvos.finetune.losses import LossConfig
+from selfvos.heads.base import HeadConfig
+
+
+@dataclass
+class CurriculumConfig:
+    """Max frame skip growing linearly from ``start`` to ``end`` over the video stage (STM: 0 -> 25)."""
+
+    start: int = 1
+    end: int = 25
+
+
+@dataclass
+class FinetuneDataConfig:
+    """Training videos (``selfvos.data`` source specs, concatenated in order) and how clips are drawn.
+
+    holdout_every: every N-th video of the concatenation (index % N == N - 1) is held out for validation
+        and never trained on (0 = no validation videos).
+    pseudo_video_fraction: the first fraction of the steps trains on pseudo-videos made from single annotated
+        frames by random affine warps (STM's static-image stage), the rest on real clips.
+    """
+
+    sources: List[str] = field(default_factory=lambda: [
+        "davis:../shared/data/davis2016-train-240p", "davis:../shared/data/davis2017-multi"])
+    holdout_every: int = 6
+    clip: SupervisedClipConfig = field(default_factory=SupervisedClipConfig)
+    clips_per_video: int = 8
+    augment: bool = True
+    augment_cfg: ClipAugmentConfig = field(default_factory=lambda: ClipAugmentConfig(mask_resample="nearest"))
+    pseudo_video_fraction: float = 0.25
+    pseudo_video: PseudoVideoConfig = field(default_factory=PseudoVideoConfig)
+    curriculum: Optional[CurriculumConfig] = field(default_factory=CurriculumConfig)
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ValueError("data.sources: give at least one training source")
+        if self.holdout_every < 0 or self.holdout_every == 1:
+            raise ValueError(f"data.holdout_every must be 0 or >= 2, got {self.holdout_every}")
+        if not 0.0 <= self.pseudo_video_fraction <= 1.0:
+            raise ValueError(f"data.pseudo_video_fraction must be in [0, 1], got {self.pseudo_video_fraction}")
+
+
+@dataclass
+class EvalConfig:
+    """Validation on the held-out videos: every ``every`` steps and at the end (0 = only at the end);
+    frames processed at ``max_side`` (None: as stored). The best J&F is exported to ``<output_dir>/best``."""
+
+    every: int = 200
+    max_side: Optional[int] = None
+    enabled: bool = True
+
+
+@dataclass
+class FinetuneConfig:
+    model: HeadConfig = field(default_factory=lambda: HeadConfig.get_choice_class("stm")())
+    init: Optional[str] = None  # checkpoint whose backbone trunk initialises every backbone; None = scratch
+    data: FinetuneDataConfig = field(default_factory=FinetuneDataConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        max_steps=600, batch_size=4, lr=1e-4, backbone_lr_ratio=0.5, weight_decay=0.01, warmup_steps=30,
+        schedule="poly", save_every=100, log_every=10, freeze_bn=True, output_dir="runs/finetune_stm"))
+
+    @property
+    def stage_steps(self) -> Tuple[int, int]:
+        """(pseudo-video steps, video steps)."""
+        first = int(math.floor(self.train.max_steps * self.data.pseudo_video_fraction))
+        return first, self.train.max_steps - first

@@ -1,0 +1,106 @@
+"""Supervised segmentation losses of the heads, as plain functions and one weighted-sum objective.
+
+Logits are (N, K+1, H, W) over background + K objects, targets (N, H, W) int64 ids with 255 = void
+(ignored everywhere). Formulas, with ``l_i`` the per-pixel cross-entropy of valid pixel i:
+
+- cross-entropy: ``mean_i l_i``;
+- bootstrapped cross-entropy (FEELVOS 15%, MUNet 40%): per image, the mean of the ``ceil(fraction * n)``
+  largest ``l_i`` of its n valid pixels, averaged over images;
+- soft IoU loss (MUNet): per image and object k present in the batch (``object_valid``),
+  ``1 - sum_i p_ik y_ik / sum_i (p_ik + y_ik - p_ik y_ik)`` over valid pixels, averaged over objects.
+
+:class:`SegmentationLoss` is the trainer's objective: it runs the head on the batch and combines the terms
+on the frames the head predicted (``out["frames"]``).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Dict, Mapping, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+VOID = 255
+
+
+@dataclass
+class LossConfig:
+    """Weights of the terms; ``bootstrap`` = fraction of hardest pixels for the cross-entropy (None: all)."""
+
+    ce: float = 1.0
+    bootstrap: Optional[float] = None
+    soft_iou: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.bootstrap is not None and not 0.0 < self.bootstrap <= 1.0:
+            raise ValueError(f"loss.bootstrap must be in (0, 1] or None, got {self.bootstrap}")
+        if self.ce < 0 or self.soft_iou < 0 or self.ce + self.soft_iou == 0:
+            raise ValueError(f"loss weights must be >= 0 and not all 0, got ce={self.ce}, soft_iou={self.soft_iou}")
+
+
+def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over valid (non-void) pixels; 0 when there are none."""
+    if not (target != VOID).any():
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits.float(), target, ignore_index=VOID)
+
+
+def bootstrapped_cross_entropy(logits: torch.Tensor, target: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Per image the mean over the hardest ``fraction`` of its valid pixels, then the mean over images."""
+    pixel = F.cross_entropy(logits.float(), target, ignore_index=VOID, reduction="none").flatten(1)  # (N, HW)
+    valid = (target != VOID).flatten(1)
+    losses = []
+    for loss, keep in zip(pixel, valid):
+        n = int(keep.sum())
+        if n:
+            losses.append(torch.topk(loss[keep], max(1, math.ceil(fraction * n))).values.mean())
+    return torch.stack(losses).mean() if losses else logits.sum() * 0.0
+
+
+def soft_iou_loss(logits: torch.Tensor, target: torch.Tensor, object_valid: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``1 - soft IoU`` of each object's probability map with its mask over valid pixels, mean over objects.
+
+    object_valid: (N, K) bool, which object channels are real (padding excluded); default all K.
+    """
+    n, channels = logits.shape[:2]
+    k = channels - 1
+    probs = torch.softmax(logits.float(), dim=1)[:, 1:]  # (N, K, H, W)
+    valid = (target != VOID).unsqueeze(1).float()
+    ids = torch.arange(1, k + 1, device=target.device).view(1, k, 1, 1)
+    truth = (target.unsqueeze(1) == ids).float()
+    inter = (probs * truth * valid).flatten(2).sum(-1)
+    union = ((probs + truth - probs * truth) * valid).flatten(2).sum(-1)
+    iou = inter / union.clamp(min=1e-6)  # (N, K)
+    keep = torch.ones(n, k, dtype=torch.bool, device=logits.device) if object_valid is None else object_valid.bool()
+    return (1.0 - iou)[keep].mean() if keep.any() else logits.sum() * 0.0
+
+
+class SegmentationLoss(nn.Module):
+    """``objective(model, batch) -> {"loss", "ce", "soft_iou"}``: the head's logits against ``batch["masks"]``."""
+
+    def __init__(self, config: Optional[LossConfig] = None) -> None:
+        super().__init__()
+        self.config = config or LossConfig()
+
+    def terms(self, logits: torch.Tensor, target: torch.Tensor,
+              object_valid: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """logits (B, T', K+1, H, W), target (B, T', H, W), object_valid (B, K) -> the weighted terms."""
+        cfg = self.config
+        b, t = logits.shape[:2]
+        flat_logits, flat_target = logits.flatten(0, 1), target.flatten(0, 1)
+        out: Dict[str, torch.Tensor] = {}
+        if cfg.ce:
+            out["ce"] = (cross_entropy(flat_logits, flat_target) if cfg.bootstrap is None
+                         else bootstrapped_cross_entropy(flat_logits, flat_target, cfg.bootstrap))
+        if cfg.soft_iou:
+            valid = None if object_valid is None else object_valid.repeat_interleave(t, dim=0)
+            out["soft_iou"] = soft_iou_loss(flat_logits, flat_target, valid)
+        out["loss"] = cfg.ce * out.get("ce", 0.0) + cfg.soft_iou * out.get("soft_iou", 0.0)
+        return out
+
+    def forward(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        out = model(batch)
+        target = batch["masks"][:, out["frames"]]
+        return self.terms(out["logits"], target, batch.get("object_valid"))

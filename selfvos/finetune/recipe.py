@@ -1,0 +1,121 @@
+"""Supervised fine-tuning of any registered head, end to end: videos -> clips -> head -> best checkpoint.
+
+``run_finetune(cfg)`` is what ``accelerate launch recipes/finetune.py`` and ``selfvos finetune`` run:
+
+1. open the training sources (annotated videos, any ``selfvos.data`` spec) and hold out every
+   ``data.holdout_every``-th video for validation;
+2. build the head by name (``model.type``) and, with ``init``, copy a pretrained backbone trunk (e.g. the
+   MuG model of ``recipes/mug_pretrain.py``) into every backbone of the head, logging what was loaded;
+3. train with the generic engine on the head's losses: the pseudo-video stage (single frames warped into
+   clips) for the first ``data.pseudo_video_fraction`` of the steps, then real clips with the max frame skip
+   growing (``data.curriculum``); validation on the held-out videos every ``eval.every`` steps, the best
+   J&F exported to ``<output_dir>/best``;
+4. export the last weights to ``<output_dir>/model`` with ``training.json`` (data, init, config), both
+   loadable with ``selfvos.from_pretrained`` and servable by ``selfvos segment``.
+
+Resume (``train.resume: auto``) restores the step, the data position, the stage and the best score.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, Tuple
+
+from selfvos.data.video import VideoCollection
+from selfvos.finetune.config import FinetuneConfig
+
+log = logging.getLogger(__name__)
+
+
+def open_videos(cfg: FinetuneConfig) -> Tuple[VideoCollection, VideoCollection]:
+    """(training videos, held-out validation videos) of the concatenated sources."""
+    from selfvos.data.sources import open_source
+
+    videos = [video for spec in cfg.data.sources for video in open_source(spec)]
+    every = cfg.data.holdout_every
+    held = [v for i, v in enumerate(videos) if every and i % every == every - 1]
+    train = [v for i, v in enumerate(videos) if not (every and i % every == every - 1)]
+    source = " + ".join(cfg.data.sources)
+    return VideoCollection(train, source=source), VideoCollection(held, source=source)
+
+
+def head_architecture(cfg: FinetuneConfig) -> str:
+    """The architecture name the model config is registered under (``model.type``)."""
+    from selfvos.heads.base import HeadConfig
+
+    return HeadConfig.get_choice_name(type(cfg.model))
+
+
+def training_record(cfg: FinetuneConfig, train: VideoCollection, held: VideoCollection,
+                    init_summary: str, step: int) -> Dict[str, Any]:
+    """What ``training.json`` beside the exported weights says (read by the model card)."""
+    from selfvos.config import to_dict
+
+    return {"recipe": "recipes/finetune.py", "architecture": head_architecture(cfg), "step": step,
+            "datasets": list(cfg.data.sources), "train_videos": train.names, "validation_videos": held.names,
+            "init": cfg.init or "scratch", "init_report": init_summary, "config": to_dict(cfg)}
+
+
+def run_finetune(cfg: FinetuneConfig) -> Path:
+    """Fine-tune ``cfg.model`` on ``cfg.data``; returns the exported model folder."""
+    from accelerate.utils import set_seed
+
+    from selfvos.atomic import atomic_write_text
+    from selfvos.backbones.init import init_backbones
+    from selfvos.config import to_dict
+    from selfvos.data.augment import SupervisedAugment
+    from selfvos.data.pseudo_video import PseudoVideoDataset
+    from selfvos.data.sampling import SkipCurriculum
+    from selfvos.data.supervised import SupervisedClipDataset, collate_objects
+    from selfvos.engine.callbacks import EvalCallback
+    from selfvos.engine.trainer import Trainer, build_accelerator
+    from selfvos.finetune.losses import SegmentationLoss
+    from selfvos.finetune.stages import StagedDataset, StageSchedule
+    from selfvos.finetune.validation import one_shot_scores
+    from selfvos.registry import create_model
+
+    accelerator = build_accelerator(cfg.train)
+    train_videos, held_videos = open_videos(cfg)
+    data = cfg.data
+    augment = SupervisedAugment(data.augment_cfg) if data.augment else None
+    clips = SupervisedClipDataset(train_videos, data.clip, augment=augment, clips_per_video=data.clips_per_video)
+    pseudo = PseudoVideoDataset(train_videos, data.clip, augment=augment, clips_per_video=data.clips_per_video,
+                                affine=data.pseudo_video)
+    first_steps, video_steps = cfg.stage_steps
+    dataset = StagedDataset([pseudo, clips] if first_steps else [clips])
+    curriculum = None
+    if data.curriculum is not None:
+        curriculum = SkipCurriculum(data.curriculum.start, data.curriculum.end, max(video_steps, 1))
+    schedule = StageSchedule(dataset, first_steps if len(dataset.datasets) > 1 else 0, curriculum)
+
+    set_seed(cfg.train.seed)  # the same initial weights for the same config
+    model = create_model(head_architecture(cfg), cfg.model)
+    init_summary = "scratch (random initialisation)"
+    if cfg.init:
+        report = init_backbones(model, cfg.init)
+        init_summary = report.summary()
+        if accelerator.is_main_process:
+            log.info(init_summary)
+    callbacks = [schedule]
+    if cfg.eval.enabled and len(held_videos):
+        def evaluate(trained: Any) -> Dict[str, float]:
+            return one_shot_scores(trained, held_videos, max_side=cfg.eval.max_side)
+
+        callbacks.append(EvalCallback(evaluate, every=cfg.eval.every, metric="J&F", mode="max"))
+    trainer = Trainer(model, dataset, cfg.train, objective=SegmentationLoss(cfg.loss), collate_fn=collate_objects,
+                      callbacks=callbacks, run_config={k: v for k, v in to_dict(cfg).items() if k != "train"})
+    trainer.train()
+    out = Path(cfg.train.output_dir) / "model"
+    if accelerator.is_main_process:
+        record = training_record(cfg, train_videos, held_videos, init_summary, trainer.state.step)
+        trained = accelerator.unwrap_model(trainer.module).model
+        trained.save_pretrained(out)
+        atomic_write_text(out / "training.json", json.dumps(record, indent=2, default=str) + "\n")
+        best = Path(cfg.train.output_dir) / "best"
+        if best.is_dir():
+            atomic_write_text(best / "training.json", json.dumps(record, indent=2, default=str) + "\n")
+        log.info("exported the fine-tuned %s to %s", head_architecture(cfg), out)
+    accelerator.wait_for_everyone()
+    trainer.close()
+    return out

@@ -1,0 +1,10 @@
+"""Supervised VOS heads on the shared selfvos backbone, one file each, registered by architecture name.
+
+``selfvos.create_model("stm")`` builds one, ``selfvos.from_pretrained(folder)`` loads a fine-tuned one,
+``selfvos.Segmenter(model)`` runs it through the inference core its module registers. The protocol every
+head follows is in :mod:`selfvos.heads.base`; shared blocks live in :mod:`selfvos.layers`.
+"""
+from selfvos.heads.base import HeadConfig, VOSHead, one_hot_objects
+from selfvos.heads.stm import STM, STMConfig, STMInferenceConfig, STMInferenceCore
+
+__all__ = ["HeadConfig", "STM", "STMConfig", "STMInferenceConfig", "STMInferenceCore", "VOSHead", "one_hot_objects"]

@@ -1,0 +1,9 @@
+"""Building blocks shared by the supervised heads (``selfvos.heads``): memory read, decoders.
+
+Plain ``nn.Module``s and functions with no I/O; a head imports what it needs from here, so a block that
+two heads use lives once.
+"""
+from selfvos.layers.decoders import RefinementDecoder, ResBlock, Refine
+from selfvos.layers.memory_read import KeyValue, memory_read, soft_aggregate
+
+__all__ = ["KeyValue", "Refine", "RefinementDecoder", "ResBlock", "memory_read", "soft_aggregate"]
