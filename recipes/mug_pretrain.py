@@ -8,21 +8,10 @@
 Same as ``selfvos pretrain``. Writes ``<train.output_dir>/model`` (load it with ``selfvos.from_pretrained``),
 resumable checkpoints, the pseudo-label rounds and an MLflow run (``sqlite:///<output_dir>/mlflow.db``).
 """
-import argparse
-import logging
 import sys
 
 from selfvos.cli.pretrain import add_arguments, run
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(parser)
-    args, overrides = parser.parse_known_args(argv)
-    args.overrides = overrides
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    return run(args)
-
+from selfvos.cli.recipes import script_main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script_main(__doc__, add_arguments, run))

@@ -106,7 +106,7 @@ def list_models(task: Optional[str] = None) -> List[str]:
     return [name for name, cls in architectures().items() if task is None or task in getattr(cls, "tasks", ())]
 
 
-def create_model(name: str, config: Any = None, **overrides: Any) -> Any:
+def create_model(name: str, config: Any = None, /, **overrides: Any) -> Any:
     """Build a registered model by architecture name with its default config, or ``config``, with dotted
     ``overrides`` applied (``create_model("stm", **{"backbone.name": "resnet34"})``); weights are random
     (or initialised as the config says)."""

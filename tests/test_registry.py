@@ -39,3 +39,14 @@ def test_list_without_argument_shows_every_list(capsys):
     assert main(["list"]) == 0
     headers = [line for line in capsys.readouterr().out.splitlines() if not line.startswith(" ")]
     assert headers == ["architectures:"] + [f"{kind}:" for kind in REGISTRIES]
+
+
+def test_one_model_registry_creates_and_lists_by_name():
+    import selfvos
+
+    stm = selfvos.create_model("stm", decoder_dim=8, **{"inference.memory_every": 3})
+    assert stm.architecture == "stm" and stm.config.decoder_dim == 8 and stm.config.inference.memory_every == 3
+    assert "stm" in selfvos.list_models("one-shot") and "mug" not in selfvos.list_models("one-shot")
+    assert {"mug", "resnet", "stm"} <= set(selfvos.list_models())
+    with pytest.raises(KeyError, match="unknown model 'nope'; registered models: .*stm"):
+        selfvos.create_model("nope")

@@ -28,30 +28,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace, overrides: Optional[List[str]] = None):
-    from selfvos.config import apply_overrides, load_yaml
+    from selfvos.cli.recipes import resolve
     from selfvos.finetune.config import FinetuneConfig
 
-    cfg = load_yaml(FinetuneConfig, args.config) if args.config else FinetuneConfig()
-    extra = {}
+    shortcuts = {}
     if args.init:
-        extra["init"] = None if args.init == "scratch" else args.init
+        shortcuts["init"] = None if args.init == "scratch" else args.init
     if args.output_dir:
-        extra["train.output_dir"] = args.output_dir
-    if extra:
-        cfg = apply_overrides(cfg, extra)
-    return apply_overrides(cfg, list(overrides or []))
+        shortcuts["train.output_dir"] = args.output_dir
+    return resolve(FinetuneConfig, args.config, shortcuts, overrides)
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from selfvos.config import to_dict
+    from selfvos.cli.recipes import print_config
     from selfvos.finetune.recipe import run_finetune
 
     cfg = resolve_config(args, getattr(args, "overrides", []))
     if args.print_config:
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        return 0
+        return print_config(cfg)
     out = run_finetune(cfg)
     print(f"fine-tuned model: {out} (best on the held-out videos: {out.parent / 'best'})")
     return 0

@@ -1,6 +1,7 @@
-"""``selfvos list [architectures|backbones|heads|objectives|sources|pseudo-labelers]``: what is registered.
+"""``selfvos list [architectures|backbones|objectives|sources|pseudo-labelers|inference-cores]``: what is registered.
 
-``architectures`` are the model classes ``selfvos.from_pretrained`` can load (``selfvos.hub.architectures()``);
+``architectures`` are the model classes ``selfvos.create_model`` builds and ``selfvos.from_pretrained`` loads
+(the one model registry: the MuG network, backbones, every head);
 the others are the name -> constructor registries of ``selfvos.registry``.
 """
 from __future__ import annotations
@@ -14,8 +15,8 @@ ARCHITECTURES = "architectures"
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="list loadable architectures, backbones, heads, objectives, data sources, "
-                                  "pseudo-labelers")
+    p = sub.add_parser(name, help="list the models (architectures: MuG, backbones, heads), backbones, objectives, "
+                                  "data sources, pseudo-labelers and inference cores")
     p.add_argument("what", nargs="?", choices=sorted([ARCHITECTURES, *REGISTRIES]), help="one list (default: all)")
     p.set_defaults(func=run)
 

@@ -27,32 +27,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve_config(args: argparse.Namespace, overrides: Optional[List[str]] = None):
-    from selfvos.config import apply_overrides, load_yaml
+    from selfvos.cli.recipes import resolve
     from selfvos.pretrain.recipe import PretrainConfig
 
-    cfg = load_yaml(PretrainConfig, args.config) if args.config else PretrainConfig()
-    extra = {}
-    if args.data:
-        extra["data.source"] = args.data
-        if not args.config or ":" in args.data or args.data != cfg.data.source:
-            extra["data.options"] = {}  # options belong to the source they were written for
-    if args.output_dir:
-        extra["train.output_dir"] = args.output_dir
-    if extra:
-        cfg = apply_overrides(cfg, extra)
-    return apply_overrides(cfg, list(overrides or []))
+    def data_source(cfg, extra) -> None:
+        if args.data:
+            extra["data.source"] = args.data
+            if not args.config or ":" in args.data or args.data != cfg.data.source:
+                extra["data.options"] = {}  # options belong to the source they were written for
+
+    shortcuts = {"train.output_dir": args.output_dir} if args.output_dir else {}
+    return resolve(PretrainConfig, args.config, shortcuts, overrides, adjust=data_source)
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from selfvos.config import to_dict
+    from selfvos.cli.recipes import print_config
     from selfvos.pretrain.recipe import run_pretraining
 
     cfg = resolve_config(args, getattr(args, "overrides", []))
     if args.print_config:
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        return 0
-    out = run_pretraining(cfg)
-    print(f"pretrained model: {out}")
+        return print_config(cfg)
+    print(f"pretrained model: {run_pretraining(cfg)}")
     return 0

@@ -67,18 +67,20 @@ def add_common_options(p: argparse.ArgumentParser, tasks: tuple = ("auto", "zero
 
 
 def load_model(checkpoint: str, device: str) -> Any:
-    """``selfvos.from_pretrained(checkpoint)`` on ``device``, checked to be a pretrained MuG-style model."""
+    """``selfvos.from_pretrained(checkpoint)`` on ``device``, checked to have an inference core (a pretrained
+    MuG model or a fine-tuned head)."""
     import torch
 
     import selfvos
     from selfvos.errors import SelfvosInputError
+    from selfvos.registry import CORES
 
     if device == "cuda" and not torch.cuda.is_available():
         raise SelfvosInputError("--device", "cuda requested but torch sees no CUDA device")
     model = selfvos.from_pretrained(checkpoint, map_location=device)
-    missing = [m for m in ("encode", "frame_logits", "embed", "coattention") if not hasattr(model, m)]
-    if missing:
-        raise SelfvosInputError(checkpoint, f"{type(model).__name__} is not a pretrained MuG model (lacks {missing})")
+    if model.architecture not in CORES:
+        raise SelfvosInputError(checkpoint, f"a {model.architecture!r} checkpoint cannot segment video (models that "
+                                            f"can: {', '.join(CORES.names())})")
     return model
 
 
@@ -94,6 +96,17 @@ def make_segmenter(model: Any, args: argparse.Namespace, task: str) -> Any:
     one_shot = OneShotConfig(**{k: v for k, v in {"refine_radius": args.refine_radius,
                                                   "object_gain": args.object_gain}.items() if v is not None})
     return Segmenter(model, task, zero_shot=zero_shot, one_shot=one_shot, max_side=args.max_side)
+
+
+def check_task(model: Any, task: str, checkpoint: str) -> None:
+    """A clear error before any frame is read when the model cannot run ``task`` (e.g. STM without a mask)."""
+    from selfvos.errors import SelfvosInputError
+    from selfvos.inference.core import supported_tasks
+
+    if task not in supported_tasks(model):
+        hint = "give --first-mask" if task == "zero-shot" else "drop --first-mask"
+        raise SelfvosInputError(checkpoint, f"the {model.architecture} model runs "
+                                            f"{' / '.join(supported_tasks(model))} only ({hint})")
 
 
 def read_first_mask(path: str, frame_shape: tuple) -> Any:
@@ -131,7 +144,9 @@ def run(args: argparse.Namespace) -> int:
     video = collection[0]
     first_mask = read_first_mask(args.first_mask, video.frame(0).shape) if args.first_mask else None
     task = "one-shot" if first_mask is not None else "zero-shot"
-    segmenter = make_segmenter(load_model(args.checkpoint, args.device), args, task)
+    model = load_model(args.checkpoint, args.device)
+    check_task(model, task, args.checkpoint)
+    segmenter = make_segmenter(model, args, task)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = OverlayVideoWriter(args.overlay, fps=video.fps) if args.overlay else None

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from selfvos.cli.segment import load_model, make_segmenter
+    from selfvos.cli.segment import check_task, load_model, make_segmenter
     from selfvos.data.sources import open_source
     from selfvos.errors import SelfvosInputError
     from selfvos.inference.io import write_masks
@@ -60,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if len(collection) == 0:
         raise SelfvosInputError(args.data, "no sequences to segment")
     model = load_model(args.checkpoint, args.device)
+    check_task(model, args.task, args.checkpoint)
     segmenter = make_segmenter(model, args, args.task)
     out_root = Path(args.out)
     start, frames = time.perf_counter(), 0

@@ -27,10 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Dict, Tuple
 
-import draccus
 import torch
 from torch import nn
 
+from selfvos.config import ChoiceConfig
 from selfvos.hub.mixin import ModelInfo, SelfvosModelMixin
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -38,7 +38,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
-class HeadConfig(draccus.ChoiceRegistry):
+class HeadConfig(ChoiceConfig):
     """Base of the heads' configs: each head registers its config under its architecture name
     (``@HeadConfig.register_subclass("stm")``), so a recipe chooses the head with ``model: {type: stm, ...}``."""
 

@@ -108,7 +108,8 @@ class STM(VOSHead):
 
     architecture = "stm"
     tasks = ("one-shot",)
-    info = ModelInfo(summary="STM one-shot VOS head: space-time memory read over past frames and their masks.",
+    info = ModelInfo(summary="an STM one-shot VOS head (Oh et al., ICCV 2019): space-time memory read over past "
+                             "frames and their masks, refinement decoder, soft aggregation over objects.",
                      papers=("stm",),
                      limitation="One-shot: it needs the first frame's mask of every object to follow.")
 

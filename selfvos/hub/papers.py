@@ -154,7 +154,16 @@ FAMILIES: Tuple[Family, ...] = (
 
 
 def describe(architecture: str) -> Tuple[str, List[str], List[str]]:
-    """``architecture`` -> (description, limitations, citation keys); MuG is always cited first."""
+    """``architecture`` -> (description, limitations, citation keys); MuG is always cited first.
+
+    A registered class that carries ``info`` (:class:`selfvos.hub.mixin.ModelInfo`) describes itself; other
+    names are matched against :data:`FAMILIES` by keyword."""
+    from selfvos.hub.mixin import architectures
+
+    info = getattr(architectures().get(architecture), "info", None)
+    if info is not None:
+        limitations = [info.limitation] if info.limitation else []
+        return f"`{architecture}` is {info.summary}", limitations, list(dict.fromkeys(["mug", *info.papers]))
     name = architecture.lower()
     matched = [family for family in FAMILIES if any(key in name for key in family.keywords)]
     if matched:

@@ -1,0 +1,133 @@
+"""Supervised heads on the selfvos backbone: pretrained init versus scratch at equal budget, one-shot on
+davis2016-val-dev (854x480), beside label propagation on the same pretrained backbone.
+
+    # fine-tune STM twice with recipes/configs/finetune/stm_davis16.yaml (same steps, data and seed; only the
+    # backbone initialisation differs), then score both; the MuG model must exist (recipes/mug_pretrain.py):
+    python benchmarks/heads_davis16.py --head stm --finetune --mug runs/mug_davis16_cpu/model
+    # score existing fine-tuned checkpoints only:
+    python benchmarks/heads_davis16.py --head stm --mug runs/mug_davis16_cpu/model
+
+Rows accumulate in ``benchmarks/results/heads_davis16.json`` keyed by (head, init), so each later head adds
+its rows. Every row records the weights it was measured on (path + SHA-256 of model.safetensors), the
+fine-tuning budget (steps, wall-clock minutes on this machine), the best J&F on the held-out DAVIS-2016 train
+videos (the checkpoint choice: never val-dev) and val-dev J&F / J / F / frames per second. Published figures
+for orientation: OSVOS 81.2 J&F on davis2016-val-dev; STM 89.4 J&F on all 20 DAVIS-2016 val sequences
+(ImageNet + static images + YouTube-VOS, 480p, days of GPU training).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+REPO = Path(__file__).resolve().parents[1]
+VAL_DEV = REPO.parent / "shared" / "data" / "davis2016-val-dev"
+OUT = REPO / "benchmarks" / "results" / "heads_davis16.json"
+CONFIGS = {"stm": REPO / "recipes" / "configs" / "finetune" / "stm_davis16.yaml"}
+PUBLISHED = {"OSVOS (val-dev, published masks)": 81.2, "STM (all 20 val sequences, published)": 89.4}
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def finetune(head: str, init: str, output_dir: Path, overrides: list) -> float:
+    """Run the head's recipe once; returns the wall-clock minutes of this invocation."""
+    from selfvos.cli.finetune import resolve_config
+    from selfvos.finetune.recipe import run_finetune
+
+    args = argparse.Namespace(config=str(CONFIGS[head]), init=init, output_dir=str(output_dir), print_config=False)
+    start = time.perf_counter()
+    run_finetune(resolve_config(args, overrides))
+    return (time.perf_counter() - start) / 60
+
+
+def score(model: Any, collection: Any, out: Path, **settings: Any) -> Dict[str, Any]:
+    from selfvos.eval.runner import run_variant
+
+    return run_variant(model, collection, "one-shot", out, gt_dir=VAL_DEV / "Annotations" / "480p", **settings)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--head", default="stm", choices=sorted(CONFIGS))
+    parser.add_argument("--mug", default="runs/mug_davis16_cpu/model", help="the MuG pretrained model (init + baseline)")
+    parser.add_argument("--runs", default="runs", help="folder of the fine-tuning runs (<runs>/finetune_<head>_<init>)")
+    parser.add_argument("--finetune", action="store_true", help="fine-tune from scratch and from --mug first")
+    parser.add_argument("--max-side", type=int, default=320,
+                        help="longest side the head runs at on val-dev (default: the training scale of the recipe)")
+    parser.add_argument("--no-baseline", action="store_true", help="skip label propagation on the MuG model")
+    parser.add_argument("--out", default=str(OUT))
+    args, overrides = parser.parse_known_args(argv)
+
+    import torch
+
+    import selfvos
+    from selfvos.data.sources import open_source
+    from selfvos.eval.runner import print_table
+
+    if not VAL_DEV.is_dir():
+        raise SystemExit(f"{VAL_DEV}: davis2016-val-dev not found")
+    torch.set_num_threads(2)
+    collection = open_source(f"davis:{VAL_DEV}")
+    out_path = Path(args.out)
+    report = json.loads(out_path.read_text()) if out_path.is_file() else {"rows": {}}
+    report.update(machine=platform.processor() or platform.machine(), torch=torch.__version__,
+                  published_JF=PUBLISHED)
+    inits = {"selfvos MuG": args.mug, "scratch": "scratch"}
+    minutes = {}
+    if args.finetune:
+        for label, init in inits.items():
+            run_dir = Path(args.runs) / f"finetune_{args.head}_{'mug' if init != 'scratch' else 'scratch'}"
+            minutes[label] = finetune(args.head, init, run_dir, overrides)
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, init in inits.items():
+            run_dir = Path(args.runs) / f"finetune_{args.head}_{'mug' if init != 'scratch' else 'scratch'}"
+            best = run_dir / "best"
+            if not (best / "model.safetensors").is_file():
+                print(f"skipping {args.head} ({label}): no fine-tuned checkpoint at {best}")
+                continue
+            record = json.loads((run_dir / "model" / "training.json").read_text())
+            chosen = json.loads((best / "best.json").read_text())
+            model = selfvos.from_pretrained(best).eval()
+            scores = score(model, collection, Path(tmp) / label, max_side=args.max_side)
+            key = f"{args.head}, init {label}"
+            row = {"head": args.head, "init": record["init"], "checkpoint": str(best),
+                   "weights_sha256": sha256(best / "model.safetensors"), "steps": record["step"],
+                   "best_step": chosen["step"], "heldout_train_JF": chosen["value"], "max_side": args.max_side,
+                   "config": str(CONFIGS[args.head].relative_to(REPO)), **scores}
+            if label in minutes:
+                row["finetune_minutes"] = minutes[label]
+            elif key in report["rows"] and report["rows"][key].get("weights_sha256") == row["weights_sha256"]:
+                row["finetune_minutes"] = report["rows"][key].get("finetune_minutes")
+            report["rows"][key] = row
+        if not args.no_baseline:
+            mug = selfvos.from_pretrained(args.mug).eval()
+            scores = score(mug, collection, Path(tmp) / "lp")
+            report["rows"]["label propagation on the MuG backbone (no head)"] = {
+                "head": "label propagation", "checkpoint": args.mug,
+                "weights_sha256": sha256(Path(args.mug) / "model.safetensors"), **scores}
+    report["command"] = "python benchmarks/heads_davis16.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    from selfvos.atomic import atomic_write_json
+
+    atomic_write_json(out_path, report)
+    print_table({name: row for name, row in report["rows"].items()})
+    for name, row in report["rows"].items():
+        if "heldout_train_JF" in row:
+            print(f"{name}: held-out train J&F {row['heldout_train_JF']:.1f} (step {row['best_step']} of "
+                  f"{row['steps']}), fine-tuning {row.get('finetune_minutes') or float('nan'):.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,80 @@
+"""The heads' losses against their formulas on hand-made inputs (lightly / solo-learn style)."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from selfvos.finetune.losses import (LossConfig, SegmentationLoss, bootstrapped_cross_entropy, cross_entropy,
+                                     soft_iou_loss)
+
+
+def pixel_ce(logits: torch.Tensor, target: torch.Tensor) -> list:
+    """Per valid pixel -log softmax(logits)[target], computed by hand, image by image."""
+    out = []
+    for n in range(logits.shape[0]):
+        per = []
+        for y in range(logits.shape[2]):
+            for x in range(logits.shape[3]):
+                t = int(target[n, y, x])
+                if t == 255:
+                    continue
+                z = logits[n, :, y, x].double()
+                per.append(float(torch.logsumexp(z, 0) - z[t]))
+        out.append(per)
+    return out
+
+
+@pytest.fixture
+def case():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 4, 5, generator=g)
+    target = torch.randint(0, 3, (2, 4, 5), generator=g)
+    target[0, 0, :3] = 255  # void
+    return logits, target
+
+
+def test_cross_entropy_ignores_void(case):
+    logits, target = case
+    values = [v for per in pixel_ce(logits, target) for v in per]
+    assert float(cross_entropy(logits, target)) == pytest.approx(sum(values) / len(values), rel=1e-5)
+
+
+@pytest.mark.parametrize("fraction", [0.15, 0.4, 1.0])
+def test_bootstrapped_cross_entropy_is_the_mean_of_the_hardest_pixels(case, fraction):
+    logits, target = case
+    means = []
+    for per in pixel_ce(logits, target):
+        hardest = sorted(per, reverse=True)[: max(1, math.ceil(fraction * len(per)))]
+        means.append(sum(hardest) / len(hardest))
+    assert float(bootstrapped_cross_entropy(logits, target, fraction)) == pytest.approx(sum(means) / 2, rel=1e-5)
+
+
+def test_soft_iou_loss_formula(case):
+    logits, target = case
+    probs = torch.softmax(logits.double(), dim=1)
+    valid = target != 255
+    losses = []
+    for n in range(2):
+        for k in (1, 2):
+            p, y = probs[n, k][valid[n]], (target[n] == k)[valid[n]].double()
+            losses.append(1 - float((p * y).sum() / (p + y - p * y).sum()))
+    assert float(soft_iou_loss(logits, target)) == pytest.approx(sum(losses) / 4, rel=1e-5)
+    only_first = torch.tensor([[True, False], [True, False]])
+    assert float(soft_iou_loss(logits, target, only_first)) == pytest.approx((losses[0] + losses[2]) / 2, rel=1e-5)
+
+
+def test_segmentation_loss_scores_the_predicted_frames(case):
+    logits, target = case
+
+    class Fixed(torch.nn.Module):
+        def forward(self, batch):
+            return {"logits": logits.view(1, 2, 3, 4, 5), "frames": torch.tensor([1, 2])}
+
+    batch = {"masks": torch.cat([torch.zeros(1, 1, 4, 5, dtype=torch.long), target[None]], dim=1)}
+    out = SegmentationLoss(LossConfig(ce=1.0, soft_iou=0.5))(Fixed(), batch)
+    expected = float(cross_entropy(logits, target)) + 0.5 * float(soft_iou_loss(logits, target))
+    assert float(out["loss"]) == pytest.approx(expected, rel=1e-5) and set(out) == {"loss", "ce", "soft_iou"}
+    with pytest.raises(ValueError, match="bootstrap"):
+        LossConfig(bootstrap=1.5)

@@ -1,0 +1,50 @@
+"""STM fits real multi-object clips: a batch of schoolgirls clips (7 objects, DAVIS-2017) reaches J > 0.9 on the
+frames it segments from the first frame's masks, in about a minute of CPU training."""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from selfvos.data.sources import open_source
+from selfvos.data.supervised import SupervisedClipConfig, SupervisedClipDataset, collate_objects
+from selfvos.engine.trainer import freeze_batchnorm
+from selfvos.finetune.losses import LossConfig, SegmentationLoss
+from selfvos.registry import create_model
+from tests.conftest import shared_path
+
+STEPS = int(os.environ.get("SELFVOS_OVERFIT_STEPS", 150))
+
+
+def mean_object_j(logits: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor) -> float:
+    """Mean over (clip, object) of the IoU of argmax predictions with the masks over all predicted frames."""
+    pred = logits.argmax(dim=2)
+    scores = []
+    for b in range(pred.shape[0]):
+        for k in range(1, int(valid[b].sum()) + 1):
+            p, g = pred[b] == k, masks[b] == k
+            scores.append(float((p & g).sum()) / max(float((p | g).sum()), 1.0))
+    return sum(scores) / len(scores)
+
+
+def test_stm_overfits_schoolgirls():
+    collection = open_source(f"davis:{shared_path('davis2017-multi')}")
+    data = SupervisedClipDataset(collection, SupervisedClipConfig(num_frames=3, max_skip=2, size=(96, 176),
+                                                                  max_objects=7), clips_per_video=4)
+    batch = collate_objects([data[i] for i in range(4)])
+    assert int(batch["num_objects"].max()) >= 6
+    torch.manual_seed(0)
+    model = create_model("stm", decoder_dim=32)
+    freeze_batchnorm(model)
+    objective = SegmentationLoss(LossConfig(ce=1.0, soft_iou=1.0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(STEPS):
+        loss = objective(model, batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        out = model(batch)
+    j = mean_object_j(out["logits"], batch["masks"][:, out["frames"]], batch["object_valid"])
+    assert j > 0.9, f"J {j:.3f} after {STEPS} steps"
