@@ -11,6 +11,9 @@ the two, not absolute numbers across runs).
 
     python benchmarks/one_shot_memory.py [--lengths 100 2000] [--features lab] [--config lab-floor]
                                          [--speed-frames 8] [--threads 2]
+    # any model's one-shot core through selfvos.Segmenter (e.g. a fine-tuned STM), memory runs only:
+    python benchmarks/one_shot_memory.py --checkpoint runs/finetune_stm_mug/best --max-side 320 --speed-frames 0 \
+        --output benchmarks/results/stm_memory.json
 
 Writes ``benchmarks/results/one_shot_memory.json`` and prints a table.
 """
@@ -27,6 +30,8 @@ from pathlib import Path
 from typing import Dict, Iterator, Tuple
 
 import numpy as np
+
+from selfvos.utils.profiling import matmul_peak_gflops
 
 REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 480, 854
@@ -81,32 +86,39 @@ def build_propagator(features: str, config: str = "default", dtype: str = "auto"
     return OneShotPropagator(model, cfg)
 
 
-def child(length: int, features: str, config: str) -> Dict[str, float]:
+def checkpoint_masks(checkpoint: str, max_side, frames: Iterator[np.ndarray], first_mask: np.ndarray):
+    """Id masks of ``selfvos.Segmenter`` with the model of ``checkpoint`` (its own one-shot core)."""
+    import selfvos
+
+    segmenter = selfvos.Segmenter(selfvos.from_pretrained(checkpoint), "one-shot", max_side=max_side)
+    for index, frame in enumerate(frames):
+        yield segmenter.to_ids(segmenter.step(frame, first_mask if index == 0 else None))
+
+
+def child(length: int, features: str, config: str, checkpoint: str = None, max_side: int = None) -> Dict[str, float]:
     """Run one video in this process; report peak RSS and timing."""
-    propagator = build_propagator(features, config)
     frames, first_mask = synthetic_video(length)
+    if checkpoint:
+        propagator, masks = None, checkpoint_masks(checkpoint, max_side, frames, first_mask)
+    else:
+        propagator = build_propagator(features, config)
+        masks = propagator.propagate(frames, first_mask)
     rss_after = {}
     start = time.perf_counter()
-    for index, ids in enumerate(propagator.propagate(frames, first_mask)):
+    for index, ids in enumerate(masks):
         if index + 1 in (10, 50, 100, 500, 1000, 2000):
             rss_after[str(index + 1)] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(f"{length}-frame run: peak RSS {rss_after[str(index + 1)]:.0f} MiB after {index + 1} frames",
                   file=sys.stderr, flush=True)
     seconds = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if checkpoint:
+        return {"frames": length, "features": f"checkpoint {checkpoint}", "config": f"max_side {max_side}",
+                "peak_rss_mib": peak, "peak_rss_mib_after": rss_after, "seconds_per_frame": seconds / length,
+                "bank_frames": 0, "bank_capacity": 0}
     return {"frames": length, "features": propagator.cfg.features, "config": config, "peak_rss_mib": peak,
             "peak_rss_mib_after": rss_after, "seconds_per_frame": seconds / length,
             "bank_frames": len(propagator.bank), "bank_capacity": propagator.bank.capacity}
-
-
-def matmul_peak_gflops() -> float:
-    import torch
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(5):
-        a @ b
-    return 5 * 2 * 2048 ** 3 / (time.perf_counter() - start) / 1e9
 
 
 def speed(spec: str, frames: int) -> Dict[str, float]:
@@ -147,6 +159,8 @@ def main() -> int:
     parser.add_argument("--speed-features", nargs="+", default=["model", "model:float32", "lab", "both"])
     parser.add_argument("--threads", type=int, default=2,
                         help="torch threads (1 is faster on an oversubscribed machine)")
+    parser.add_argument("--checkpoint", help="memory runs with this model's one-shot core (selfvos.Segmenter)")
+    parser.add_argument("--max-side", type=int, help="with --checkpoint: the longest side frames are processed at")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "one_shot_memory.json"))
     args = parser.parse_args()
@@ -154,11 +168,13 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(child(args.child, args.features, args.config)))
+        print(json.dumps(child(args.child, args.features, args.config, args.checkpoint, args.max_side)))
         return 0
     # one process per length, run side by side (peak RSS is per process; their timings share the CPU)
+    model = ["--checkpoint", args.checkpoint] + (["--max-side", str(args.max_side)] if args.max_side else []) \
+        if args.checkpoint else []
     runs = [subprocess.Popen([sys.executable, __file__, "--child", str(n), "--features", args.features,
-                              "--config", args.config, "--threads", str(args.threads)],
+                              "--config", args.config, "--threads", str(args.threads), *model],
                              stdout=subprocess.PIPE, text=True, cwd=REPO)
             for n in args.lengths]
     memory = []
@@ -171,6 +187,7 @@ def main() -> int:
     timings = [speed(f, args.speed_frames) for f in args.speed_features] if args.speed_frames else []
     doc = {"size": [HEIGHT, WIDTH], "memory": memory, "peak_rss_ratio_longest_to_shortest": ratio,
            "speed": timings, "matmul_peak_gflops": matmul_peak_gflops() if timings else None,
+           "checkpoint": args.checkpoint, "max_side": args.max_side,
            "machine": platform.platform(), "torch_threads": args.threads}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(doc, indent=2))

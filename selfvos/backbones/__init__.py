@@ -23,7 +23,7 @@ from selfvos.registry import BACKBONES
 class BackboneConfig:
     """How to build phi.
 
-    name: registered backbone (``resnet18 | resnet34 | resnet50``).
+    name: registered backbone (``resnet18 | resnet34 | resnet50 | resnet101``).
     output_stride: 8 or 16 (32 = plain ResNet).
     in_chans: 3 (RGB) or 1 (grey; 3-channel weights are summed over RGB when loaded).
     pretrained: None (random init), a local ``.safetensors`` path, or a Hub repo id with ``model.safetensors``.

@@ -1,4 +1,4 @@
-"""Dilated ResNet-18/34/50 with torchvision / timm parameter names.
+"""Dilated ResNet-18/34/50/101 with torchvision / timm parameter names.
 
 The module tree mirrors ``torchvision.models.ResNet`` exactly (``conv1``, ``bn1``, ``layer1.0.conv1``,
 ``layer2.0.downsample.0``, ..., ``fc``), so a torchvision or timm ResNet state dict loads strictly apart
@@ -86,6 +86,7 @@ ARCHITECTURES: Dict[str, Tuple[Block, List[int]]] = {
     "resnet18": (BasicBlock, [2, 2, 2, 2]),
     "resnet34": (BasicBlock, [3, 4, 6, 3]),
     "resnet50": (Bottleneck, [3, 4, 6, 3]),
+    "resnet101": (Bottleneck, [3, 4, 23, 3]),
 }
 
 
@@ -93,7 +94,7 @@ class ResNet(nn.Module):
     """ResNet trunk returning ``{layer: (B, C_layer, H / stride_layer, W / stride_layer)}``.
 
     Args:
-        depth_name: ``"resnet18" | "resnet34" | "resnet50"``.
+        depth_name: ``"resnet18" | "resnet34" | "resnet50" | "resnet101"``.
         output_stride: 8, 16 or 32 (stride of layer4).
         in_chans: 3 (RGB) or 1 (grey).
         return_layers: which of ``layer1..layer4`` ``forward`` returns; layers after the deepest one

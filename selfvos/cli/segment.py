@@ -61,6 +61,9 @@ def add_common_options(p: argparse.ArgumentParser, tasks: tuple = ("auto", "zero
     p.add_argument("--refine-radius", type=int, default=None, metavar="PIXELS",
                    help="one-shot: guided-filter refinement radius at the working size, 0 = plain bilinear "
                         "upsampling (default: OneShotConfig.refine_radius)")
+    p.add_argument("--head-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="a head's inference setting, repeatable (e.g. STM: --head-option memory_every=5 "
+                        "--head-option max_memory=8); see the head's inference config")
     p.add_argument("--object-gain", type=float, default=None, metavar="G",
                    help="one-shot: object probabilities are multiplied by G before the argmax; > 1 favours recall "
                         "(default: OneShotConfig.object_gain)")
@@ -95,7 +98,23 @@ def make_segmenter(model: Any, args: argparse.Namespace, task: str) -> Any:
                                **{k: v for k, v in optional.items() if v is not None})
     one_shot = OneShotConfig(**{k: v for k, v in {"refine_radius": args.refine_radius,
                                                   "object_gain": args.object_gain}.items() if v is not None})
-    return Segmenter(model, task, zero_shot=zero_shot, one_shot=one_shot, max_side=args.max_side)
+    return Segmenter(model, task, zero_shot=zero_shot, one_shot=one_shot, head=head_options(args.head_option),
+                     max_side=args.max_side)
+
+
+def head_options(pairs: list) -> dict:
+    """``["memory_every=5", "dtype=float32"]`` -> ``{"memory_every": 5, "dtype": "float32"}`` (values as YAML)."""
+    import yaml
+
+    from selfvos.errors import SelfvosInputError
+
+    options = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SelfvosInputError("--head-option", f"{pair!r} is not KEY=VALUE")
+        options[key] = yaml.safe_load(value)
+    return options
 
 
 def check_task(model: Any, task: str, checkpoint: str) -> None:

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfvos.backbones import BackboneConfig, backbone_from_config
+from selfvos.errors import SelfvosInputError
 from selfvos.heads.base import HeadConfig, VOSHead, one_hot_objects
 from selfvos.hub.mixin import ModelInfo, register_architecture
 from selfvos.layers import KeyValue, RefinementDecoder, memory_read, soft_aggregate
@@ -285,4 +286,8 @@ def stm_core(model: STM, task: str, options: Mapping[str, Any]) -> STMInferenceC
     import dataclasses
 
     overrides = dict(options.get("head") or {})
+    known = {f.name for f in dataclasses.fields(STMInferenceConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SelfvosInputError("head options", f"STM has no inference setting(s) {unknown}; known: {sorted(known)}")
     return STMInferenceCore(model, dataclasses.replace(model.config.inference, **overrides))

@@ -11,7 +11,8 @@ from selfvos.registry import BACKBONES
 
 torch.set_num_threads(2)
 
-SPEC = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet34": ("basic", [3, 4, 6, 3]), "resnet50": ("bottleneck", [3, 4, 6, 3])}
+SPEC = {"resnet18": ("basic", [2, 2, 2, 2]), "resnet34": ("basic", [3, 4, 6, 3]), "resnet50": ("bottleneck", [3, 4, 6, 3]),
+        "resnet101": ("bottleneck", [3, 4, 23, 3])}
 
 
 def torchvision_resnet_shapes(name: str) -> Dict[str, Tuple[int, ...]]:
@@ -69,7 +70,7 @@ def random_state(shapes: Dict[str, Tuple[int, ...]], seed: int = 0) -> Dict[str,
 
 
 def test_registered_by_name():
-    assert {"resnet18", "resnet34", "resnet50"} <= set(BACKBONES.names())
+    assert {"resnet18", "resnet34", "resnet50", "resnet101"} <= set(BACKBONES.names())
 
 
 @pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50"])
@@ -98,7 +99,7 @@ def test_return_layers_stops_early():
         create_backbone("resnet18", output_stride=4)
 
 
-@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50"])
+@pytest.mark.parametrize("name", ["resnet18", "resnet34", "resnet50", "resnet101"])
 def test_state_dict_matches_torchvision_names_and_loads_strictly(name):
     expected = torchvision_resnet_shapes(name)
     net = create_backbone(name, output_stride=8)

@@ -36,7 +36,7 @@ def test_head_checkpoint_segments_with_first_mask_and_overlay(stm_checkpoint, fr
     folder, first_png, first = frames_folder
     out, overlay = tmp_path / "masks", tmp_path / "overlay.mp4"
     assert main(["segment", "--checkpoint", stm_checkpoint, "--input", str(folder), "--first-mask", str(first_png),
-                 "--out", str(out), "--overlay", str(overlay)]) == 0
+                 "--out", str(out), "--overlay", str(overlay), "--head-option", "memory_every=2"]) == 0
     pngs = sorted(out.glob("*.png"))
     assert [p.name for p in pngs] == [f"{t:05d}.png" for t in range(5)]
     assert np.array_equal(np.array(Image.open(pngs[0])), first)  # frame 0 is the given mask
@@ -52,3 +52,10 @@ def test_one_shot_head_without_a_mask_is_a_clear_error(stm_checkpoint, frames_fo
     assert main(["segment", "--checkpoint", stm_checkpoint, "--input", str(folder), "--out", str(tmp_path / "o")]) == 2
     assert "runs one-shot only (give --first-mask)" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def test_unknown_head_option_names_the_known_ones(stm_checkpoint, frames_folder, tmp_path, capsys):
+    folder, first_png, _ = frames_folder
+    assert main(["segment", "--checkpoint", stm_checkpoint, "--input", str(folder), "--first-mask", str(first_png),
+                 "--out", str(tmp_path / "o"), "--head-option", "memory_evry=2"]) == 2
+    assert "memory_evry" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import pytest
 import torch
@@ -39,9 +40,14 @@ def test_finetune_exports_last_and_best_with_a_training_record(tmp_path):
 
 
 def test_resumed_finetune_equals_an_uninterrupted_one(tmp_path):
-    run_finetune(tiny_config(tmp_path / "straight", max_steps=4))
-    run_finetune(tiny_config(tmp_path / "resumed", max_steps=2))  # "killed" after step 2, then the full run
-    run_finetune(tiny_config(tmp_path / "resumed", max_steps=4))
+    cfg = tiny_config(tmp_path / "straight", max_steps=4)  # pseudo-video stage at step 0, then clips
+    cfg.eval = EvalConfig(every=0, max_side=64)
+    run_finetune(cfg)
+    # a run killed after its step-2 checkpoint: the same folder without what came later, then the same command
+    shutil.copytree(tmp_path / "straight", tmp_path / "resumed")
+    for later in ("checkpoints/step_0000004", "model", "best"):
+        shutil.rmtree(tmp_path / "resumed" / later)
+    run_finetune(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, output_dir=str(tmp_path / "resumed"))))
     straight = load_file(str(tmp_path / "straight" / "model" / "model.safetensors"))
     resumed = load_file(str(tmp_path / "resumed" / "model" / "model.safetensors"))
     assert straight.keys() == resumed.keys()
