@@ -13,6 +13,10 @@ fine-tuning budget (steps, wall-clock minutes on this machine), the best J&F on 
 videos (the checkpoint choice: never val-dev) and val-dev J&F / J / F / frames per second. Published figures
 for orientation: OSVOS 81.2 J&F on davis2016-val-dev; STM 89.4 J&F on all 20 DAVIS-2016 val sequences
 (ImageNet + static images + YouTube-VOS, 480p, days of GPU training).
+
+Equal budget: the same recipe, steps, data, clips and seed; the pretrained run keeps the recipe's frozen
+BatchNorm statistics (STM's practice), the scratch run trains them (random statistics would be no
+normalisation at all).
 """
 from __future__ import annotations
 
@@ -89,7 +93,9 @@ def main(argv=None) -> int:
     if args.finetune:
         for label, init in inits.items():
             run_dir = Path(args.runs) / f"finetune_{args.head}_{'mug' if init != 'scratch' else 'scratch'}"
-            minutes[label] = finetune(args.head, init, run_dir, overrides)
+            # random weights have no BatchNorm statistics worth freezing: scratch trains them
+            extra = ["--train.freeze_bn", "false"] if init == "scratch" else []
+            minutes[label] = finetune(args.head, init, run_dir, [*overrides, *extra])
     with tempfile.TemporaryDirectory() as tmp:
         for label, init in inits.items():
             run_dir = Path(args.runs) / f"finetune_{args.head}_{'mug' if init != 'scratch' else 'scratch'}"

@@ -8,6 +8,7 @@ metrics are converted to Python floats; images and files become run artifacts.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Union
@@ -48,6 +49,14 @@ def default_artifact_location(tracking_uri: str) -> Optional[str]:
         return None
     db_path = Path(tracking_uri[len("sqlite:///"):])
     return (db_path.parent / "mlartifacts").resolve().as_uri()
+
+
+_METRIC_CHARS = re.compile(r"[^\w\-. /]")
+
+
+def metric_name(key: str) -> str:
+    """A metric name MLflow accepts (letters, digits, ``_ - . /`` and spaces): ``"val/J&F"`` -> ``"val/J_F"``."""
+    return _METRIC_CHARS.sub("_", key)
 
 
 class ExperimentTracker:
@@ -118,7 +127,7 @@ class ExperimentTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        batch = [Metric(key, to_float(value), now, int(step)) for key, value in metrics.items()]
+        batch = [Metric(metric_name(key), to_float(value), now, int(step)) for key, value in metrics.items()]
         for i in range(0, len(batch), METRICS_PER_CALL):
             self._client.log_batch(self.run_id, metrics=batch[i : i + METRICS_PER_CALL])
 

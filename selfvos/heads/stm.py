@@ -160,7 +160,7 @@ class STM(VOSHead):
         x = torch.cat([read, per_object(query["value"])], dim=1)
         logits = self.decoder(x, [per_object(query["skip8"]), per_object(query["skip4"])])  # (B*K, 2, H/4, W/4)
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        foreground = torch.softmax(logits, dim=1)[:, 1].reshape(b, k, *size)
+        foreground = (logits[:, 1] - logits[:, 0]).reshape(b, k, *size)  # logit of softmax(logits)[1]
         return soft_aggregate(foreground, valid)
 
     # --- training ---------------------------------------------------------------------------------------

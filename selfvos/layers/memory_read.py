@@ -62,21 +62,27 @@ def memory_read(memory_keys: torch.Tensor, memory_values: torch.Tensor, query_ke
     return torch.cat(out, dim=-1).reshape(n, dv, *query_key.shape[-2:])
 
 
-def soft_aggregate(probabilities: torch.Tensor, valid: Optional[torch.Tensor] = None, eps: float = 1e-7) -> torch.Tensor:
-    """Per-object foreground probabilities -> logits over background + objects (STM soft aggregation).
+def soft_aggregate(object_logits: torch.Tensor, valid: Optional[torch.Tensor] = None,
+                   eps: float = 1e-7) -> torch.Tensor:
+    """Per-object foreground logits -> logits over background + objects (STM soft aggregation).
 
     Args:
-        probabilities: (B, K, H, W) foreground probability of each object, computed independently.
-        valid: optional (B, K) bool; padded objects get probability 0 (they never win).
+        object_logits: (B, K, H, W) logit ``z_k`` of each object's foreground probability ``p_k = sigmoid(z_k)``,
+            computed independently per object.
+        valid: optional (B, K) bool; padded objects get probability 0 (logit -1e4, out of the background).
     Returns:
-        (B, K+1, H, W) logits ``log(p / (1 - p))`` of ``p = [prod_k (1 - p_k), p_1, ..., p_K]`` clamped to
-        ``[eps, 1 - eps]``; channel 0 is the background.
+        (B, K+1, H, W) logits ``log(p / (1 - p))`` of ``p = [prod_k (1 - p_k), p_1, ..., p_K]``; channel 0 is
+        the background. Computed in log space (``log p_0 = sum_k log sigmoid(-z_k)``), so every pixel keeps a
+        gradient however confident the prediction; only the background's ``1 - p_0`` is floored at ``eps``.
+        (STM clamps every ``p`` to ``[eps, 1 - eps]`` instead, which stops the gradient of confident mistakes.)
     """
+    z = object_logits.float()
     if valid is not None:
-        probabilities = probabilities * valid[:, :, None, None].to(probabilities.dtype)
-    background = torch.prod(1.0 - probabilities, dim=1, keepdim=True)
-    p = torch.cat([background, probabilities], dim=1).clamp(eps, 1.0 - eps)
-    return torch.log(p / (1.0 - p))
+        keep = valid[:, :, None, None].to(torch.bool)
+        z = torch.where(keep, z, torch.full_like(z, -1e4))
+    log_background = F.logsigmoid(-z).sum(dim=1, keepdim=True)  # log prod_k (1 - p_k)
+    log_rest = torch.log(-torch.expm1(log_background.clamp(max=math.log1p(-eps))))  # log (1 - p_0)
+    return torch.cat([log_background - log_rest, z], dim=1)
 
 
 def resize_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -79,3 +79,12 @@ def test_default_store_is_sqlite_in_output_dir(tmp_path, monkeypatch):
     trainer.close()
     client = MlflowClient(tracking_uri=f"sqlite:///{out / 'mlflow.db'}")
     assert client.get_run(trainer.state.run_id).data.metrics["loss"] > 0
+
+
+def test_metric_names_mlflow_refuses_are_made_valid(tmp_path):
+    from selfvos.engine.tracking import ExperimentTracker, metric_name
+
+    assert metric_name("val/J&F") == "val/J_F" and metric_name("lr/backbone/decay") == "lr/backbone/decay"
+    tracker = ExperimentTracker(f"sqlite:///{tmp_path / 'm.db'}", "names", None)
+    tracker.log_metrics({"val/J&F": 61.5}, step=3)
+    assert [m.value for m in tracker._client.get_metric_history(tracker.run_id, "val/J_F")] == [61.5]

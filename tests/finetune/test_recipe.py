@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 import torch
+from mlflow import MlflowClient
 from safetensors.torch import load_file
 
 import selfvos
@@ -17,19 +18,19 @@ from selfvos.finetune.config import EvalConfig, FinetuneConfig
 from selfvos.finetune.recipe import run_finetune
 
 
-def tiny_config(out, max_steps: int = 4, **train) -> FinetuneConfig:
+def tiny_config(out, max_steps: int = 4, tracking_uri=None, **train) -> FinetuneConfig:
     cfg = FinetuneConfig()
     cfg.model = dataclasses.replace(cfg.model, decoder_dim=16)
     cfg.data = dataclasses.replace(cfg.data, sources=["synthetic:3"], holdout_every=3, clips_per_video=2,
                                    clip=SupervisedClipConfig(size=(48, 64), max_objects=2))
     cfg.eval = EvalConfig(every=2, max_side=64)
     cfg.train = dataclasses.replace(cfg.train, max_steps=max_steps, batch_size=2, output_dir=str(out), save_every=2,
-                                    tracking_uri=None, cpu_threads=1, **train)
+                                    tracking_uri=tracking_uri, cpu_threads=1, **train)
     return cfg
 
 
 def test_finetune_exports_last_and_best_with_a_training_record(tmp_path):
-    out = run_finetune(tiny_config(tmp_path / "run"))
+    out = run_finetune(tiny_config(tmp_path / "run", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}"))
     model = selfvos.from_pretrained(out)
     assert model.architecture == "stm" and model.config.decoder_dim == 16
     record = json.loads((out / "training.json").read_text())
@@ -37,6 +38,9 @@ def test_finetune_exports_last_and_best_with_a_training_record(tmp_path):
     best = json.loads((tmp_path / "run" / "best" / "best.json").read_text())
     assert best["metric"] == "J&F" and best["step"] in (2, 4) and 0 <= best["value"] <= 100
     assert selfvos.from_pretrained(tmp_path / "run" / "best").architecture == "stm"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.search_runs([client.get_experiment_by_name("selfvos").experiment_id])[0]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val/J_F")] == [2, 4]
 
 
 def test_resumed_finetune_equals_an_uninterrupted_one(tmp_path):

@@ -8,7 +8,6 @@ import torch
 
 from selfvos.data.sources import open_source
 from selfvos.data.supervised import SupervisedClipConfig, SupervisedClipDataset, collate_objects
-from selfvos.engine.trainer import freeze_batchnorm
 from selfvos.finetune.losses import LossConfig, SegmentationLoss
 from selfvos.registry import create_model
 from tests.conftest import shared_path
@@ -35,7 +34,6 @@ def test_stm_overfits_schoolgirls():
     assert int(batch["num_objects"].max()) >= 6
     torch.manual_seed(0)
     model = create_model("stm", decoder_dim=32)
-    freeze_batchnorm(model)
     objective = SegmentationLoss(LossConfig(ce=1.0, soft_iou=1.0))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for _ in range(STEPS):

@@ -43,8 +43,15 @@ def test_invalid_memory_frames_get_no_weight():
 
 
 def test_soft_aggregation_formula_and_padding():
-    p = torch.tensor([[[[0.9]], [[0.2]], [[0.7]]]])  # (1, 3, 1, 1)
-    logits = soft_aggregate(p, valid=torch.tensor([[True, True, False]]))
-    probs_expected = torch.tensor([0.1 * 0.8, 0.9, 0.2, 1e-7])
-    torch.testing.assert_close(torch.sigmoid(logits).flatten(), probs_expected, rtol=1e-5, atol=1e-7)
+    p = torch.tensor([0.9, 0.2, 0.7]).view(1, 3, 1, 1)
+    logits = soft_aggregate(torch.logit(p), valid=torch.tensor([[True, True, False]]))
+    expected = torch.tensor([0.1 * 0.8, 0.9, 0.2, 0.0])  # background = prod (1 - p_k) over real objects
+    torch.testing.assert_close(torch.sigmoid(logits).flatten(), expected, rtol=1e-5, atol=1e-7)
     assert int(torch.softmax(logits, dim=1).argmax()) == 1
+
+
+def test_soft_aggregation_keeps_gradients_of_confident_mistakes():
+    z = torch.tensor([-40.0, 35.0]).view(1, 2, 1, 1).requires_grad_()  # p ~ 4e-18 and ~1 - 6e-16
+    loss = torch.nn.functional.cross_entropy(soft_aggregate(z), torch.tensor([[[1]]]))  # truth: object 1
+    loss.backward()
+    assert torch.isfinite(loss) and z.grad[0, 0, 0, 0] < 0 and z.grad[0, 1, 0, 0] > 0
