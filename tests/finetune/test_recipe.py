@@ -6,7 +6,6 @@ import dataclasses
 import json
 import shutil
 
-import pytest
 import torch
 from mlflow import MlflowClient
 from safetensors.torch import load_file

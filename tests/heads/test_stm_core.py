@@ -16,7 +16,7 @@ def test_memory_is_bounded_and_follows_the_schedule():
     frame = np.random.default_rng(0).integers(0, 255, (32, 48, 3), dtype=np.uint8)
     mask = np.zeros((32, 48), np.uint8)
     mask[8:20, 10:30] = 4
-    sizes, kept_indices = [], []
+    sizes = []
     core.step(frame, mask)
     for t in range(1, 20):
         core.step(frame)
