@@ -62,7 +62,7 @@ def main() -> None:
         raise SystemExit(f"{DATA}: not found (the shared DAVIS data, see ../shared/data/README.md)")
 
     import selfvos
-    from selfvos.cli.segment_dataset import first_frame_mask
+    from selfvos.data.video import first_frame_mask
     from selfvos.data.sources import open_source
     from selfvos.inference.one_shot import bfloat16_is_native
     from selfvos.inference.zero_shot import ZeroShotConfig

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Optional
 
 from selfvos.cli.segment import add_common_options
+from selfvos.data.video import first_frame_mask
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -31,18 +31,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--sequences", default=None, help="comma-separated sequence names (default: all)")
     add_common_options(p, tasks=("zero-shot", "one-shot"), default_task=None)
     p.set_defaults(func=run)
-
-
-def first_frame_mask(video: Any) -> Optional[Any]:
-    """The annotation of frame 0 only (None when frame 0 has none); void (255) becomes background."""
-    if not video.has_masks or 0 not in video.annotated_indices():
-        return None
-    mask = video.mask(0)
-    if mask is None:
-        return None
-    mask = mask.copy()
-    mask[mask == video.void_value] = 0
-    return mask
 
 
 def run(args: argparse.Namespace) -> int:

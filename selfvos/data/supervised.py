@@ -43,6 +43,7 @@ between clip frames is ``1..max_skip`` ANNOTATED frames (5..5*max_skip video fra
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -140,7 +141,7 @@ def resize_ids(mask: np.ndarray, size: Tuple[int, int], void_value: int = VOID) 
     return ids
 
 
-class ObjectClipBase(Dataset):
+class ObjectClipBase(Dataset, ABC):
     """Shared machinery of the supervised datasets: annotated frames per video, seeding, the draw loop and
     object selection. Subclasses implement ``_draw(video_index, rng, max_skip) -> (frames (T, 3, H, W) float,
     masks (T, H, W) int64 original ids, frame_indices (T,) int64)``."""
@@ -192,9 +193,10 @@ class ObjectClipBase(Dataset):
         """int64 (H, W) original ids of annotated frame ``index`` at ``cfg.size`` (nearest)."""
         return resize_ids(self._ids(video, index), self.cfg.size)
 
+    @abstractmethod
     def _draw(self, video_index: int, rng: np.random.Generator,
               max_skip: int) -> Tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-        raise NotImplementedError
+        """One clip of video ``video_index``: frames (T, 3, H, W), ORIGINAL ids (T, H, W), frame indices (T,)."""
 
     def __getitem__(self, index: int) -> Dict[str, Any]:
         if not 0 <= index < len(self):

@@ -157,6 +157,19 @@ class LazyVideo(ABC):
         return f"{type(self).__name__}(name={self.name!r}, frames={len(self)}, masks={self.has_masks}, source={self.source!r})"
 
 
+def first_frame_mask(video: LazyVideo) -> Optional[np.ndarray]:
+    """The annotation of frame 0 only (None when frame 0 has none), void set to background: the mask a
+    one-shot run starts from."""
+    if not video.has_masks or 0 not in video.annotated_indices():
+        return None
+    mask = video.mask(0)
+    if mask is None:
+        return None
+    mask = mask.copy()
+    mask[mask == video.void_value] = 0
+    return mask
+
+
 class InMemoryVideo(LazyVideo):
     """Wraps a :class:`VideoSample` (e.g. a synthetic video) in the lazy interface."""
 

@@ -100,7 +100,7 @@ def run_variant(model: Any, collection: Iterable[Any], task: str, out: PathLike,
     """
     import numpy as np
 
-    from selfvos.cli.segment_dataset import first_frame_mask
+    from selfvos.data.video import first_frame_mask
     from selfvos.eval.io import evaluate_folders
     from selfvos.eval.report import to_dict
     from selfvos.inference import Segmenter

@@ -8,20 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
-import numpy as np
-
-from selfvos.data.video import VOID, VideoCollection
+from selfvos.data.video import VideoCollection, first_frame_mask
 from selfvos.eval.davis import DatasetResult, evaluate_sequence
-
-
-def first_frame_ids(video: Any) -> np.ndarray:
-    """Frame 0's annotation with void set to background (the mask a one-shot run starts from)."""
-    mask = video.mask(0)
-    if mask is None:
-        raise ValueError(f"{video.name}: frame 0 has no annotation to start a one-shot run from")
-    mask = mask.copy()
-    mask[mask == VOID] = 0
-    return mask
 
 
 def one_shot_scores(model: Any, collection: VideoCollection, max_side: Optional[int] = None,
@@ -33,7 +21,10 @@ def one_shot_scores(model: Any, collection: VideoCollection, max_side: Optional[
     sequences = {}
     for video in collection:
         gt = [video.mask(t) for t in range(len(video))]
-        pred = list(segmenter.segment_video(video, first_mask=first_frame_ids(video), progress=False))
+        first = first_frame_mask(video)
+        if first is None:
+            raise ValueError(f"{video.name}: frame 0 has no annotation to start a one-shot run from")
+        pred = list(segmenter.segment_video(video, first_mask=first, progress=False))
         sequences[video.name] = evaluate_sequence(video.name, video.frame_names, gt, pred, multi_object=True)
     mean = DatasetResult(sequences, multi_object=True, protocol="official").mean()
     return {"J&F": 100 * mean["JF"], "J": 100 * mean["J"], "F": 100 * mean["F"]}
