@@ -237,7 +237,7 @@ class STMInferenceCore:
 
     def _probabilities_from_mask(self, mask: np.ndarray, padded: Tuple[int, int]) -> torch.Tensor:
         ids = torch.from_numpy(np.asarray(mask, dtype=np.int64))
-        one_hot = torch.stack([(ids == i).float() for i in self._object_ids]) if self._object_ids else ids[None].float() * 0
+        one_hot = torch.stack([(ids == i).float() for i in self._object_ids])  # (K, H, W); K >= 1 after step 0
         h, w = ids.shape
         one_hot = F.pad(one_hot, (0, padded[1] - w, 0, padded[0] - h))
         background = 1.0 - one_hot.sum(dim=0, keepdim=True).clamp(max=1.0)
