@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from selfvos.backbones.weights import read_state_dict
-from selfvos.errors import SelfvosInputError
+from selfvos.errors import NonFiniteWeightsError, SelfvosInputError
+from selfvos.hub.weights import first_nonfinite
 
 SOURCE_PREFIXES = ("backbone.", "model.backbone.", "module.backbone.", "")
 WEIGHTS = "model.safetensors"
@@ -63,7 +64,11 @@ def checkpoint_weights(source: Union[str, Path]) -> Dict[str, torch.Tensor]:
             raise SelfvosInputError(source, f"not a selfvos checkpoint folder (no {WEIGHTS})")
     elif not path.is_file():
         raise SelfvosInputError(source, "no such checkpoint folder or .safetensors file")
-    return read_state_dict(path)
+    state = read_state_dict(path)
+    bad = first_nonfinite(state.items())
+    if bad is not None:  # never start a fine-tuning run from a diverged checkpoint
+        raise NonFiniteWeightsError(path, f"non-finite weights: {bad}", tensor=bad.name)
+    return state
 
 
 def find_trunk_prefix(state: Dict[str, torch.Tensor], where: str = "checkpoint") -> str:

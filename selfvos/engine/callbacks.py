@@ -131,9 +131,12 @@ class EvalCallback(Callback):
             logger.info("step %d validation: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         value = metrics[self.metric]
         if self._improves(value):
+            model = acc.unwrap_model(trainer.module).model
+            # every process refuses together (the main one alone would leave the others waiting)
+            trainer.check_finite_weights(self.best_dir, "save the best model", model)
             self.best = (value, step)
             if acc.is_main_process:
-                self._save_best(acc.unwrap_model(trainer.module).model, value, step, metrics)
+                self._save_best(model, value, step, metrics)
                 logger.info("new best %s=%.4f at step %d -> %s", self.metric, value, step, self.best_dir)
         acc.wait_for_everyone()
         return metrics

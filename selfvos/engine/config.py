@@ -42,6 +42,7 @@ class TrainConfig:
     static_graph: bool = False  # DDP: the set of used parameters is the same in every step
     mixed_precision: str = "auto"  # auto | no | fp16 | bf16
     grad_clip: Optional[float] = 1.0  # max global L2 norm; None = no clipping
+    max_nonfinite_steps: int = 20  # stop after this many updates in a row with a NaN/inf loss or gradient; 0 = never
     seed: int = 0
     num_workers: int = 0
     cpu_threads: Optional[int] = None  # torch threads per process on CPU; None = cores / local processes
@@ -64,7 +65,7 @@ class TrainConfig:
         for name in ("max_steps", "batch_size", "grad_accum", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_steps", "save_every", "num_workers"):
+        for name in ("warmup_steps", "save_every", "num_workers", "max_nonfinite_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:

@@ -10,22 +10,35 @@ the data position is ``step * grad_accum`` micro-batches into a seeded, epoch-in
 before every forward (as fairseq does), so a resumed run draws the same random numbers as an uninterrupted
 one. Datasets should derive their own randomness from the index (``set_epoch`` is forwarded to them).
 
+Non-finite guard: an update whose loss (on any process) or gradient norm is NaN/inf is skipped: no
+optimizer step, the buffers (BatchNorm statistics) put back as they were, the scheduler and the step counter
+advance as usual (so the data position and the schedule stay functions of the step and resume stays exact).
+Skips are counted in :class:`TrainingState` and logged (``nonfinite_skipped``); ``max_nonfinite_steps`` in a
+row stop the run with :class:`TrainingDiverged`. Checkpoints, exports and relabeling refuse non-finite weights.
+
+Checkpoints carry a manifest (see ``selfvos.engine.checkpoint``); ``resume="auto"`` takes the newest one that
+verifies and loads, saying which damaged ones it skipped. Tracking never stops training
+(``selfvos.engine.tracking``); a ``train()`` that raises marks the MLflow run FAILED (KILLED on an interrupt).
+
 ``freeze_bn`` keeps every BatchNorm layer in eval mode for the whole run (fine-tuning with small batches);
 ``Trainer.export`` writes the model with ``save_pretrained``, the format ``selfvos.from_pretrained`` reads.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import shutil
+import warnings
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import (
-    DataLoaderConfiguration, DistributedDataParallelKwargs, GradientAccumulationPlugin, ProjectConfiguration, set_seed,
+    DataLoaderConfiguration, DistributedDataParallelKwargs, GradientAccumulationPlugin, ProjectConfiguration,
+    broadcast_object_list, set_seed,
 )
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -35,16 +48,22 @@ from tqdm.auto import tqdm
 from selfvos.atomic import replace_dir
 from selfvos.config import to_dict
 from selfvos.engine.callbacks import Callback
-from selfvos.engine.checkpoint import TrainingState, latest_checkpoint, list_checkpoints, step_dir_name
+from selfvos.engine.checkpoint import (
+    TrainingState, latest_intact_checkpoint, list_checkpoints, step_dir_name, verify_checkpoint, write_manifest,
+)
 from selfvos.engine.config import TrainConfig, resolve_cpu_threads, resolve_mixed_precision, resolve_tracking_uri
 from selfvos.engine.optim import build_optimizer, build_scheduler
 from selfvos.engine.tracking import ExperimentTracker
-from selfvos.errors import SelfvosInputError
+from selfvos.errors import NonFiniteWeightsError, SelfvosInputError, TrainingDiverged
 from selfvos.hub.mixin import SelfvosModelMixin
+from selfvos.hub.weights import first_nonfinite
 
 logger = logging.getLogger(__name__)
 Batch = Dict[str, torch.Tensor]
 Objective = Callable[[nn.Module, Batch], Mapping[str, torch.Tensor]]
+Snapshot = List[Tuple[torch.Tensor, torch.Tensor]]
+# torch warns when the scheduler steps before any optimizer step, which a skipped first update does on purpose
+_SCHEDULER_FIRST = r"Detected call of `lr_scheduler.step\(\)` before `optimizer.step\(\)`"
 
 
 class TrainStep(nn.Module):
@@ -101,13 +120,22 @@ def freeze_batchnorm(module: nn.Module) -> int:
     return len(layers)
 
 
+def run_status(err: BaseException) -> str:
+    """The MLflow status of a run ended by ``err``: ``"KILLED"`` for an interrupt, ``"FAILED"`` otherwise."""
+    return "KILLED" if isinstance(err, (KeyboardInterrupt, SystemExit)) else "FAILED"
+
+
 def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
     """A 32-bit seed for one micro-batch on one process, independent of everything that happened before."""
     return int(np.random.SeedSequence([seed, step, micro, rank]).generate_state(1)[0])
 
 
 class Trainer:
-    """Train ``model`` with ``objective`` on ``dataset``; ``train(num_steps)`` runs one round of steps."""
+    """Train ``model`` with ``objective`` on ``dataset``; ``train(num_steps)`` runs one round of steps.
+
+    Usable as a context manager: leaving the block closes the MLflow run as FINISHED, or FAILED / KILLED
+    when an exception (an interrupt) leaves it.
+    """
 
     def __init__(
         self,
@@ -141,6 +169,7 @@ class Trainer:
             num_workers=config.num_workers, pin_memory=torch.cuda.is_available(),
         )
         self.module, self.optimizer, self.scheduler, self.loader = acc.prepare(module, optimizer, scheduler, loader)
+        self._unwrapped: nn.Module = acc.unwrap_model(self.module)  # the TrainStep: model + objective
         if len(self.loader) == 0:
             raise ValueError(
                 f"dataset of {len(dataset)} items gives no full batch of "
@@ -152,23 +181,83 @@ class Trainer:
         self.tracker = ExperimentTracker(
             uri, config.experiment, config.run_name, run_id=self.state.run_id or None, enabled=acc.is_main_process
         )
-        self.state.run_id = self.tracker.run_id
+        self.state.run_id = self.tracker.run_id or self.state.run_id
         self.tracker.log_params({"train": to_dict(config), **self.run_config})
 
+    def __enter__(self) -> "Trainer":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+        self.close("FINISHED" if exc is None else run_status(exc))
+
     def _resume(self) -> None:
+        """Restore the newest intact checkpoint (``resume="auto"``) or the one named by ``resume``."""
         cfg = self.config
         if cfg.resume is None:
             return
-        path = latest_checkpoint(cfg.checkpoint_root) if cfg.resume == "auto" else Path(cfg.resume)
+        path = self._resume_auto() if cfg.resume == "auto" else self._resume_from(Path(cfg.resume))
         if path is None:
             return
-        if not path.is_dir():
-            raise SelfvosInputError(path, "resume checkpoint folder not found")
-        self.accelerator.load_state(str(path))
         # save_state/load_state do not restore the checkpoint counter (BRIEF section 6)
         self.accelerator.project_configuration.iteration = len(list_checkpoints(cfg.checkpoint_root))
         self._apply_schedule()
         logger.info("resumed from %s at step %d, round %d", path, self.state.step, self.state.round)
+
+    def _resume_from(self, path: Path) -> Path:
+        """Load the checkpoint the user named; a damaged one is a ``SelfvosInputError`` saying what is wrong."""
+        if not path.is_dir():
+            raise SelfvosInputError(path, "resume checkpoint folder not found")
+        problem = self._verify(path) or self._try_load(path)
+        if problem is not None:
+            raise SelfvosInputError(path, f"damaged checkpoint, cannot resume from it: {problem}")
+        return path
+
+    def _resume_auto(self) -> Optional[Path]:
+        """Load the newest checkpoint that verifies and loads, newest first; None when there is none at all.
+
+        Damaged ones are skipped with a warning each; when every checkpoint is damaged the run stops
+        (a ``SelfvosInputError``) instead of silently starting over.
+        """
+        root = self.config.checkpoint_root
+        skipped: List[str] = []
+        for _, path in reversed(list_checkpoints(root)):
+            problem = self._verify(path) or self._try_load(path)
+            if problem is None:
+                if skipped:
+                    logger.warning("resuming from %s, the newest intact checkpoint (skipped %s)", path,
+                                   "; ".join(skipped))
+                return path
+            logger.warning("checkpoint %s is damaged (%s); trying the one before it", path, problem)
+            skipped.append(f"{path.name}: {problem}")
+        if skipped:
+            raise SelfvosInputError(
+                root, f"no intact checkpoint to resume from ({'; '.join(skipped)}); move the damaged ones away "
+                "or set train.resume to null to start over",
+            )
+        return None
+
+    def _verify(self, path: Path) -> Optional[str]:
+        """``verify_checkpoint(path)`` read once, on the main process, and shared with every process."""
+        answer = [verify_checkpoint(path) if self.accelerator.is_main_process else None]
+        broadcast_object_list(answer)
+        return answer[0]
+
+    def _try_load(self, path: Path) -> Optional[str]:
+        """``load_state(path)``; None on success on every process, else why it failed."""
+        self.state.reset()
+        problem = None
+        try:
+            self.accelerator.load_state(str(path))
+        except Exception as err:  # any library error on a damaged file: the caller reports or falls back
+            problem = f"cannot be loaded ({type(err).__name__}: {err})"
+        if self._any_process(problem is not None):
+            return problem or "cannot be loaded on another process"
+        return None
+
+    def _any_process(self, flag: Union[bool, torch.Tensor]) -> bool:
+        """True on every process when ``flag`` is true on at least one (one all-reduce)."""
+        value = torch.as_tensor(flag, device=self.accelerator.device).float().reshape(1)
+        return bool(self.accelerator.reduce(value, reduction="sum").item() > 0)
 
     def _apply_schedule(self) -> None:
         """Set every group's lr from this config's schedule at the resumed step.
@@ -192,7 +281,19 @@ class Trainer:
             epoch, offset = epoch + 1, 0
 
     def train(self, num_steps: Optional[int] = None) -> Dict[str, float]:
-        """Train until ``round_start + num_steps`` (or ``max_steps``), then end the round; returns the last metrics."""
+        """Train until ``round_start + num_steps`` (or ``max_steps``), then end the round; returns the last metrics.
+
+        An exception leaving it (:class:`TrainingDiverged`, an interrupt, a crash) first marks the MLflow
+        run FAILED (KILLED for an interrupt).
+        """
+        try:
+            return self._train(num_steps)
+        except BaseException as err:
+            self.tracker.finish(run_status(err))
+            raise
+
+    def _train(self, num_steps: Optional[int]) -> Dict[str, float]:
+        """The body of :meth:`train`."""
         cfg, st = self.config, self.state
         self.module.train()
         for callback in self.callbacks:
@@ -210,8 +311,9 @@ class Trainer:
                 st.step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-                if st.step % cfg.log_every == 0 or st.step == target:
+                if st.step % cfg.log_every == 0 or st.step == target or st.nonfinite_streak:
                     self.tracker.log_metrics(metrics, st.step)
+                self._stop_if_diverged()
                 if cfg.save_every and st.step % cfg.save_every == 0 and st.step < target:
                     self.save_state()
                 for callback in self.callbacks:
@@ -226,10 +328,13 @@ class Trainer:
         return metrics
 
     def _update(self, batches: Iterator[Batch]) -> Dict[str, float]:
-        """One optimizer update over ``grad_accum`` micro-batches; returns process-averaged metrics."""
+        """One optimizer update over ``grad_accum`` micro-batches (skipped when non-finite, see the module
+        docstring); returns process-averaged metrics, ``grad_norm`` (before clipping) and ``nonfinite_skipped``."""
         acc, cfg = self.accelerator, self.config
         sums: Dict[str, torch.Tensor] = {}
         lrs = {f"lr/{g.get('name', i)}": float(g["lr"]) for i, g in enumerate(self.optimizer.param_groups)}
+        buffers = self._snapshot_buffers()
+        loss_finite = torch.ones((), dtype=torch.bool, device=acc.device)
         grad_norm = None
         for micro in range(cfg.grad_accum):
             batch = next(batches)
@@ -237,11 +342,11 @@ class Trainer:
             with acc.accumulate(self.module):
                 out = self.module(batch)
                 acc.backward(out["loss"])
-                if acc.sync_gradients and cfg.grad_clip is not None:
-                    grad_norm = acc.clip_grad_norm_(self.module.parameters(), cfg.grad_clip)
-                self.optimizer.step()
-                if acc.sync_gradients and not acc.optimizer_step_was_skipped:
-                    self.scheduler.step()
+                loss_finite &= torch.isfinite(out["loss"].detach()).all()
+                if acc.sync_gradients:
+                    # the norm is needed for the guard even without clipping (max_norm=inf scales by exactly 1)
+                    grad_norm = acc.clip_grad_norm_(self.module.parameters(), cfg.grad_clip or math.inf)
+                    self._apply_update(loss_finite, grad_norm, buffers)
                 self.optimizer.zero_grad(set_to_none=True)
             for key, value in out.items():
                 if torch.is_tensor(value) and value.numel() == 1:
@@ -252,13 +357,96 @@ class Trainer:
         metrics.update(lrs)
         if grad_norm is not None:
             metrics["grad_norm"] = float(grad_norm)
+        metrics["nonfinite_skipped"] = float(self.state.nonfinite_skipped)
         return metrics
 
+    def _apply_update(self, loss_finite: torch.Tensor, grad_norm: Optional[torch.Tensor], buffers: Snapshot) -> None:
+        """Step the optimizer and the scheduler, or skip the update when any process saw a non-finite value.
+
+        ``loss_finite``: () bool, every micro-batch loss of this process was finite; ``grad_norm``: () global
+        gradient norm (identical on every process after the gradient all-reduce).
+        """
+        acc = self.accelerator
+        if self._nonfinite_anywhere(loss_finite, grad_norm):
+            self._skip_update(loss_finite, grad_norm, buffers)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=_SCHEDULER_FIRST)
+                self.scheduler.step()  # the schedule follows the step counter, skipped updates included
+            return
+        self.state.nonfinite_streak = 0
+        self.optimizer.step()
+        if not acc.optimizer_step_was_skipped:  # an fp16 overflow the grad scaler skipped
+            self.scheduler.step()
+
+    def _nonfinite_anywhere(self, loss_finite: torch.Tensor, grad_norm: Optional[torch.Tensor]) -> bool:
+        """True on every process when a loss on any process, or the gradient norm, is NaN/inf.
+
+        With fp16 loss scaling an infinite gradient norm is an overflow the grad scaler skips and backs off
+        from by itself, so there only the loss counts.
+        """
+        bad = ~loss_finite
+        if grad_norm is not None and self.accelerator.scaler is None:
+            bad = bad | ~torch.isfinite(torch.as_tensor(grad_norm, device=bad.device))
+        return self._any_process(bad)
+
+    def _skip_update(self, loss_finite: torch.Tensor, grad_norm: Optional[torch.Tensor], buffers: Snapshot) -> None:
+        """Count and report a skipped update; undo what its forward passes changed in the buffers."""
+        st, scaler = self.state, self.accelerator.scaler
+        st.nonfinite_skipped += 1
+        st.nonfinite_streak += 1
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        if scaler is not None:
+            scaler.update()  # clears this update's unscale record (and backs off on an overflow)
+        here = f"loss {'finite' if bool(loss_finite) else 'NaN/inf'}"
+        if grad_norm is not None:
+            here += f", gradient norm {float(grad_norm):.4g}"
+        logger.warning(
+            "step %d: non-finite loss or gradient norm (this process: %s); update skipped "
+            "(%d in a row, %d in all; the run stops after %s in a row)", st.step + 1, here,
+            st.nonfinite_streak, st.nonfinite_skipped, self.config.max_nonfinite_steps or "never",
+        )
+
+    def _snapshot_buffers(self) -> Snapshot:
+        """``(buffer, copy)`` for every buffer of model and objective, so a skipped update leaves them as they
+        were (a NaN batch through a BatchNorm layer in train mode poisons its running statistics)."""
+        return [(buffer, buffer.detach().clone()) for buffer in self._unwrapped.buffers()]
+
+    def _stop_if_diverged(self) -> None:
+        """Raise :class:`TrainingDiverged` after ``max_nonfinite_steps`` skipped updates in a row."""
+        cfg, st = self.config, self.state
+        limit = cfg.max_nonfinite_steps
+        if not limit or st.nonfinite_streak < limit:
+            return
+        checkpoint = latest_intact_checkpoint(cfg.checkpoint_root)
+        where = (f"the last good checkpoint {checkpoint} is intact; resume from it after lowering train.lr or "
+                 "fixing the data" if checkpoint is not None else "no checkpoint was written yet")
+        raise TrainingDiverged(
+            cfg.output_dir,
+            f"training diverged at step {st.step}: {st.nonfinite_streak} updates in a row had a non-finite loss "
+            f"or gradient norm and were skipped (train.max_nonfinite_steps={limit}); {where}",
+            step=st.step, consecutive=st.nonfinite_streak, checkpoint=checkpoint,
+        )
+
+    def check_finite_weights(self, path: Union[str, Path], action: str, module: Optional[nn.Module] = None) -> None:
+        """Raise :class:`NonFiniteWeightsError` on every process when ``module`` (default: model + objective)
+        holds NaN/inf on any process; ``path`` is what would have been written, ``action`` completes
+        "refusing to ..."."""
+        bad = first_nonfinite((module or self._unwrapped).state_dict().items())
+        if self._any_process(bad is not None):
+            raise NonFiniteWeightsError(
+                path, f"refusing to {action}: non-finite weights {bad or '(on another process)'}",
+                tensor=bad.name if bad is not None else "",
+            )
+
     def save_state(self) -> Path:
-        """Write a resumable checkpoint ``checkpoints/step_XXXXXXX`` (partial folder first, then renamed)."""
+        """Write a resumable checkpoint ``checkpoints/step_XXXXXXX`` (partial folder first, then its manifest,
+        then renamed). Non-finite weights are refused before anything is written or rotated away."""
         acc, root = self.accelerator, self.config.checkpoint_root
         final = root / step_dir_name(self.state.step)
         partial = root / f"{final.name}.partial"
+        self.check_finite_weights(final, "write this checkpoint (the earlier ones are kept)")
         if acc.is_main_process:
             root.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(partial, ignore_errors=True)
@@ -266,6 +454,7 @@ class Trainer:
         acc.save_state(str(partial))
         acc.wait_for_everyone()
         if acc.is_main_process:
+            write_manifest(partial, self.state.step)
             replace_dir(partial, final)
             keep = self.config.keep_checkpoints
             for _, old in list_checkpoints(root)[: -keep] if keep else []:
@@ -277,7 +466,8 @@ class Trainer:
         """Save the trained model with ``save_pretrained`` into ``directory`` (default ``<output_dir>/export``).
 
         The folder holds ``config.json`` + ``model.safetensors`` and loads with ``selfvos.from_pretrained``;
-        the objective is not saved (heads that must survive belong to the model). Main process writes.
+        the objective is not saved (heads that must survive belong to the model). Every process calls it, the
+        main process writes; non-finite weights are a :class:`NonFiniteWeightsError` and nothing is written.
         """
         acc = self.accelerator
         directory = Path(directory or Path(self.config.output_dir) / "export")
@@ -288,6 +478,7 @@ class Trainer:
                 "selfvos.hub.SelfvosModelMixin"
             )
         acc.wait_for_everyone()
+        self.check_finite_weights(directory, "export the model", model)
         if acc.is_main_process:
             model.save_pretrained(directory)
         acc.wait_for_everyone()
@@ -298,5 +489,5 @@ class Trainer:
         self.tracker.log_metrics({f"round/{k}": v for k, v in metrics.items()}, step=self.state.round)
 
     def close(self, status: str = "FINISHED") -> None:
-        """Finish the MLflow run."""
+        """Finish the MLflow run (only the first close or failure counts)."""
         self.tracker.finish(status)

@@ -11,30 +11,36 @@ A model class names its architecture and takes one typed dataclass config::
 and the weights atomically. ``MugNet.from_pretrained(dir_or_repo_id)`` rebuilds the config as EQUAL typed
 dataclasses (``selfvos.config.from_dict``), loads strictly by default, and puts the model in eval mode;
 ``selfvos.from_pretrained`` picks the class from the architecture name. Unlike
-``PyTorchModelHubMixin`` (strict=False, nested configs reloaded as dicts), nothing here is lenient.
+``PyTorchModelHubMixin`` (strict=False, nested configs reloaded as dicts), nothing here is lenient: weights
+holding NaN or inf are neither saved nor loaded unless ``allow_nonfinite=True``, and a config.json whose
+values do not fit the model's config is a ``SelfvosInputError`` naming config.json and the field.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
+import time
 import types
 import typing
 import uuid
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, ClassVar, Dict, Optional, Type, TypeVar, Union
+from typing import Any, ClassVar, Dict, List, Optional, Type, TypeVar, Union
 
 import torch
 
 from selfvos.config import from_dict, to_dict
-from selfvos.errors import SelfvosInputError
+from selfvos.errors import NonFiniteWeightsError, SelfvosInputError
 from selfvos.hub.files import CONFIG_NAME, PathOrRepoId, read_config, resolve_file
-from selfvos.hub.weights import WEIGHTS_NAME, load_weights, save_weights
+from selfvos.hub.weights import WEIGHTS_NAME, first_nonfinite, load_weights, save_weights
 
 M = TypeVar("M", bound="SelfvosModelMixin")
+_STAGING = re.compile(r"^\.(?P<name>.+)\.tmp-[0-9a-f]{12}$")  # save_pretrained's staging folders
+STALE_STAGING_SECONDS = 3600  # another target's staging folder this old is left over from a killed save
 _ARCHITECTURES: Dict[str, type] = {}
 _BUILDING_FROM_CHECKPOINT: ContextVar[bool] = ContextVar("selfvos_building_from_checkpoint", default=False)
 
@@ -121,11 +127,13 @@ class SelfvosModelMixin:
             raise TypeError(f"{config_class.__name__} does not survive a JSON round trip; use typed fields")
         return {"architecture": architecture, "selfvos_version": __version__, "config": plain}
 
-    def save_pretrained(self, save_directory: Union[str, Path]) -> Path:
+    def save_pretrained(self, save_directory: Union[str, Path], *, allow_nonfinite: bool = False) -> Path:
         """Write ``model.safetensors`` and ``config.json`` into ``save_directory``; returns its path.
 
         Files are written in a temporary sibling directory first; a new directory appears by one rename,
-        an existing one gets each file by an atomic ``os.replace`` (weights first, config last).
+        an existing one gets each file by an atomic ``os.replace`` (weights first, config last). Staging
+        folders left beside it by a save that was killed are removed first. Weights holding NaN or inf are
+        a :class:`NonFiniteWeightsError` (nothing is written) unless ``allow_nonfinite``.
         """
         if not isinstance(self, torch.nn.Module):
             raise TypeError(f"{type(self).__name__} must be an nn.Module to save weights")
@@ -133,7 +141,12 @@ class SelfvosModelMixin:
         target = Path(save_directory)
         if target.exists() and not target.is_dir():
             raise SelfvosInputError(target, "exists and is not a directory")
+        if not allow_nonfinite:
+            bad = first_nonfinite(self.state_dict().items())
+            if bad is not None:
+                raise NonFiniteWeightsError(target, f"refusing to save non-finite weights: {bad}", tensor=bad.name)
         target.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_staging(target)
         staging = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:12]}"
         staging.mkdir()  # plain mkdir (not mkdtemp, which is 0700) so the result gets the usual permissions
         try:
@@ -158,11 +171,14 @@ class SelfvosModelMixin:
         *,
         cache_dir: Optional[Union[str, Path]] = None,
         token: Optional[str] = None,
+        allow_nonfinite: bool = False,
     ) -> M:
         """Load a checkpoint directory or Hub repo id; the model comes back in eval mode on ``map_location``.
 
         Called on ``SelfvosModelMixin`` itself (or via ``selfvos.from_pretrained``) the class is chosen by
         the architecture in ``config.json``; called on a model class, another architecture is an error.
+        Weights holding NaN or inf are a ``SelfvosInputError`` naming the file and the first such tensor,
+        unless ``allow_nonfinite``.
         """
         where = dict(revision=revision, cache_dir=cache_dir, token=token)
         config_path = resolve_file(path_or_repo_id, CONFIG_NAME, **where)
@@ -175,17 +191,9 @@ class SelfvosModelMixin:
                 "load it with selfvos.from_pretrained",
             )
         model_class = cls if own is not None else _architecture_class(architecture, config_path)
-        try:
-            config = from_dict(config_class_of(model_class), config_dict, where=str(config_path))
-        except (KeyError, TypeError, ValueError) as err:
-            problem = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
-            raise SelfvosInputError(config_path, f"config does not fit {model_class.__name__}: {problem}") from None
-        building = _BUILDING_FROM_CHECKPOINT.set(strict)
-        try:
-            model = model_class(config)
-        finally:
-            _BUILDING_FROM_CHECKPOINT.reset(building)
-        load_weights(model, resolve_file(path_or_repo_id, WEIGHTS_NAME, **where), strict=strict)
+        model = _build(model_class, config_dict, config_path, strict)
+        weights = resolve_file(path_or_repo_id, WEIGHTS_NAME, **where)
+        load_weights(model, weights, strict=strict, allow_nonfinite=allow_nonfinite)
         model.to(map_location)
         model.eval()
         return model
@@ -196,6 +204,53 @@ class SelfvosModelMixin:
 
         with tempfile.TemporaryDirectory(prefix="selfvos-push-") as tmp:
             return push_checkpoint(self.save_pretrained(Path(tmp) / "checkpoint"), repo_id, **kwargs).location
+
+
+def _build(model_class: type, config_dict: Dict[str, Any], config_path: Path, strict: bool) -> Any:
+    """``model_class(config)`` from the ``config`` object of ``config_path``; a config that does not fit
+    (wrong type, unknown key, a value the model refuses) is a ``SelfvosInputError`` naming the file."""
+    try:
+        config = from_dict(config_class_of(model_class), config_dict, where=str(config_path))
+    except (KeyError, TypeError, ValueError) as err:
+        problem = err.args[0] if isinstance(err, KeyError) and err.args else str(err)
+        problem = str(problem).removeprefix(f"{config_path}: ")
+        raise SelfvosInputError(config_path, f"config does not fit {model_class.__name__}: {problem}") from None
+    building = _BUILDING_FROM_CHECKPOINT.set(strict)
+    try:
+        return model_class(config)
+    except SelfvosInputError:
+        raise
+    except Exception as err:  # e.g. a negative width: torch refuses it deep inside the constructor
+        raise SelfvosInputError(
+            config_path, f"{model_class.__name__} cannot be built from this config ({type(err).__name__}: {err})"
+        ) from None
+    finally:
+        _BUILDING_FROM_CHECKPOINT.reset(building)
+
+
+def remove_stale_staging(target: Path) -> List[Path]:
+    """Delete staging folders a killed ``save_pretrained`` left beside ``target``; returns what was removed.
+
+    Those of ``target`` itself (``.<name>.tmp-<hex>``) always go (two saves into one folder at once would
+    race anyway); those of other folders in the same parent only when untouched for
+    ``STALE_STAGING_SECONDS``, so a save running in another process is left alone.
+    """
+    removed: List[Path] = []
+    if not target.parent.is_dir():
+        return removed
+    now = time.time()
+    for entry in target.parent.iterdir():
+        match = _STAGING.match(entry.name)
+        if match is None or not entry.is_dir() or entry.is_symlink():
+            continue
+        try:
+            stale = match.group("name") == target.name or now - entry.stat().st_mtime > STALE_STAGING_SECONDS
+        except FileNotFoundError:
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed
 
 
 def _architecture_class(name: str, config_path: Path) -> type:

@@ -6,18 +6,20 @@ group once, under its first name, and record the other names in the file's metad
 name of a group from whichever name the file holds, so a file written by another naming of the same tie
 still loads.
 
-Loading never unpickles anything: ``safetensors.torch.load_file`` reads raw tensors only.
+Loading never unpickles anything: ``safetensors.torch.load_file`` reads raw tensors only. Weights holding
+NaN or inf (a diverged run) are refused on load unless ``allow_nonfinite=True`` (:func:`first_nonfinite`).
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
 
-from selfvos.errors import SelfvosInputError
+from selfvos.atomic import apply_default_mode
+from selfvos.errors import NonFiniteWeightsError, SelfvosInputError
 
 WEIGHTS_NAME = "model.safetensors"
 _ALIASES_KEY = "selfvos.tied"  # metadata: JSON {dropped_name: kept_name}
@@ -36,6 +38,39 @@ def _view_key(tensor: torch.Tensor) -> Tuple[object, ...]:
         tuple(tensor.stride()),
         tensor.dtype,
     )
+
+
+class NonFinite(NamedTuple):
+    """A tensor holding NaN or inf: its name and counts; ``str`` is ``"head.weight (3 NaN, 0 inf of 8 values)"``."""
+
+    name: str
+    nans: int
+    infs: int
+    numel: int
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.nans} NaN, {self.infs} inf of {self.numel} values)"
+
+
+def first_nonfinite(named: Iterable[Tuple[str, torch.Tensor]]) -> Optional[NonFinite]:
+    """The first floating-point tensor of ``(name, tensor)`` pairs holding NaN or inf; None when all are finite.
+
+    One device synchronisation for all tensors (a per-tensor flag is stacked first), so it is cheap on a GPU.
+    """
+    floats = [(name, t.detach()) for name, t in named if torch.is_tensor(t) and t.is_floating_point() and t.numel()]
+    if not floats:
+        return None
+    by_device: Dict[torch.device, List[int]] = {}
+    for i, (_, tensor) in enumerate(floats):
+        by_device.setdefault(tensor.device, []).append(i)
+    bad: List[int] = []
+    for indices in by_device.values():
+        flags = torch.stack([~torch.isfinite(floats[i][1]).all() for i in indices])
+        bad += [indices[j] for j in flags.nonzero().flatten().tolist()]
+    if not bad:
+        return None
+    name, tensor = floats[min(bad)]
+    return NonFinite(name, int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum()), tensor.numel())
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -77,6 +112,7 @@ def save_weights(model: nn.Module, path: Path) -> Dict[str, str]:
 
     metadata = {_FORMAT_KEY: "pt", _ALIASES_KEY: json.dumps(aliases, sort_keys=True)}
     save_file(out, str(path), metadata=metadata)
+    apply_default_mode(path)  # safetensors creates the file 0o600; config.json beside it is 0o644
     return aliases
 
 
@@ -93,8 +129,12 @@ def read_weights(path: Path) -> Dict[str, torch.Tensor]:
         raise SelfvosInputError(path, f"not a readable safetensors file ({err})") from None
 
 
-def load_weights(model: nn.Module, path: Path, *, strict: bool = True) -> Tuple[List[str], List[str]]:
+def load_weights(model: nn.Module, path: Path, *, strict: bool = True,
+                 allow_nonfinite: bool = False) -> Tuple[List[str], List[str]]:
     """Copy the tensors of ``path`` into ``model``; returns ``(missing_keys, unexpected_keys)``.
+
+    A file holding NaN or inf values is a :class:`NonFiniteWeightsError` naming the first such tensor,
+    unless ``allow_nonfinite`` (e.g. to inspect a diverged run).
 
     Shape mismatches are always an error (there is no sensible partial copy). With ``strict=True``
     missing or unexpected keys are an error too; the one ``SelfvosInputError`` lists all of them.
@@ -103,6 +143,13 @@ def load_weights(model: nn.Module, path: Path, *, strict: bool = True) -> Tuple[
     name wins and the others are returned as unexpected).
     """
     stored = read_weights(path)
+    if not allow_nonfinite:
+        bad = first_nonfinite(stored.items())
+        if bad is not None:
+            raise NonFiniteWeightsError(
+                path, f"non-finite weights: {bad}; saved from a diverged run? "
+                "(pass allow_nonfinite=True to load them anyway)", tensor=bad.name,
+            )
     expected = model.state_dict()
     to_load: Dict[str, torch.Tensor] = {}
     missing: List[str] = []
