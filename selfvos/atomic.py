@@ -4,7 +4,11 @@
   temporary file in the destination's folder (``.<name>.<random>.tmp``), is flushed to disk (fsync) and moved
   over the destination with one ``os.replace``; on any error the temporary file is removed and the
   destination is left as it was.
-- :func:`staging_path` + :func:`replace_dir`: build a folder under a sibling name, then move it into place.
+- :func:`staging_path` + :func:`replace_dir`: build a folder under a sibling name, then move it into place;
+  :func:`staged_folder` does both around a ``with`` block (the folder appears complete or not at all) and
+  :func:`clean_stale_staging` removes what a killed run left behind.
+- :func:`naming_path`: an ``OSError`` without a file name (``ENOSPC`` from ``write``/``fsync``) is re-raised
+  naming the path being written, so the message says where the disk is full.
 
 Every writer of selfvos that must not leave partial files behind (masks, pseudo-labels, manifests, flow
 caches, benchmark tables, datasets) goes through this module.
@@ -13,10 +17,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Union
+from typing import Any, BinaryIO, Callable, Iterator, Optional, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 Writer = Callable[[BinaryIO], Any]
@@ -81,3 +87,103 @@ def replace_dir(src: PathLike, dst: PathLike) -> None:
     os.replace(src, dst)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS tells (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no other portable way to read it: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+def apply_default_mode(path: PathLike) -> Path:
+    """Give the file ``path`` the usual permissions of a new file (``0o666`` minus the umask); returns it.
+
+    For files written by libraries that create them private (safetensors writes ``0o600``), so they match
+    the files written by :func:`atomic_write_bytes` and ``open()``.
+    """
+    path = Path(path)
+    os.chmod(path, 0o666 & ~current_umask())
+    return path
+
+
+@contextmanager
+def naming_path(path: PathLike) -> Iterator[None]:
+    """Re-raise an ``OSError`` that names no file (``write``/``fsync`` failing with ``ENOSPC``) as the same
+    error (same errno, same subclass) naming ``path``."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is not None or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror or os.strerror(err.errno), os.fspath(path)) from err
+
+
+@contextmanager
+def renaming_staged(staged: Path, dst: Path) -> Iterator[None]:
+    """Re-raise an ``OSError`` about a file under the staging folder ``staged`` as one about the same file
+    under its destination ``dst`` (the temporary name means nothing to the user); one naming no file
+    names ``dst``."""
+    try:
+        yield
+    except OSError as err:
+        name = os.fspath(err.filename) if err.filename is not None else None
+        if err.errno is None or (name is not None and not Path(name).is_relative_to(staged)):
+            raise
+        shown = dst if name is None else dst / Path(name).relative_to(staged)
+        raise OSError(err.errno, err.strerror or os.strerror(err.errno), os.fspath(shown)) from err
+
+
+STAGING_SUFFIX = r"\.tmp-[0-9a-f]{8}"  # selfvos.atomic.staging_path: "<name>.tmp-<8 hex>"
+OLD_PATTERN = re.compile(r"^\.(.+)\.old-[0-9a-f]{8}$")  # selfvos.atomic.replace_dir: ".<name>.old-<8 hex>"
+
+
+def clean_stale_staging(folder: PathLike, name: Optional[str] = None) -> None:
+    """Remove what a killed :func:`staged_folder` left in ``folder`` (for the destination ``name`` only, or
+    for every name): ``<name>.tmp-<hex>`` staging folders are deleted; a ``.<name>.old-<hex>`` folder (the
+    previous output, moved aside just before the new one was moved in) is put back when ``<name>`` is
+    missing, deleted otherwise."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    base = re.escape(name) if name is not None else ".+"
+    staging = re.compile(f"^{base}{STAGING_SUFFIX}$")
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink() or not entry.is_dir():
+            continue
+        old = OLD_PATTERN.match(entry.name)
+        if staging.match(entry.name):
+            shutil.rmtree(entry, ignore_errors=True)
+        elif old and (name is None or old.group(1) == name):
+            restore = folder / old.group(1)
+            if restore.exists() or restore.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                os.replace(entry, restore)
+
+
+@contextmanager
+def staged_folder(dst: PathLike) -> Iterator[Path]:
+    """All-or-nothing output folder: yields a fresh staging sibling of ``dst`` to fill; when the block ends
+    without an exception the staging folder replaces ``dst`` (an old ``dst`` is deleted only after the new one
+    is in place), otherwise it is deleted and ``dst`` stays as it was. Stale staging siblings of ``dst`` from
+    a killed run are cleaned first. An ``OSError`` names the file under ``dst`` it was about."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_staging(dst.parent, dst.name)
+    staged = staging_path(dst)
+    try:
+        with renaming_staged(staged, dst):
+            staged.mkdir()
+            yield staged
+            replace_dir(staged, dst)
+    finally:
+        if staged.exists():
+            shutil.rmtree(staged, ignore_errors=True)

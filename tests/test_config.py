@@ -172,4 +172,4 @@ def test_cli_prints_a_type_error_as_one_line(capsys):
 
     assert main(["pretrain", "--print-config", "--train.max_steps", "abc"]) == 2
     assert capsys.readouterr().err.strip() == \
-        "selfvos pretrain: error: train.max_steps: expected int, got 'abc' (str)"
+        "selfvos: error: train.max_steps: expected int, got 'abc' (str)"

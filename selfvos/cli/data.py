@@ -5,6 +5,10 @@ a folder of frames, ``synthetic:N``, a saved Hugging Face dataset, or ``hf:owner
 ``convert`` writes a Hugging Face dataset (:mod:`selfvos.data.hf`) or DAVIS folders
 (:mod:`selfvos.data.writers`); by default a dataset becomes DAVIS folders and everything else a dataset.
 
+``inspect`` decodes every frame and mask of every video (``--quick``: frame 0 and the masks only) and exits
+non-zero when one is damaged (a corrupt image, frames of different sizes, a video file that fails to decode part
+way), naming the file and where decoding failed.
+
 Examples::
 
     selfvos data inspect ../shared/data/davis2017-multi
@@ -15,9 +19,10 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -25,8 +30,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     actions = p.add_subparsers(dest="data_command", metavar="ACTION", required=True)
 
-    inspect = actions.add_parser("inspect", help="print one line per video: frames, size, fps, objects, annotated")
+    inspect = actions.add_parser("inspect", help="print one line per video: frames, size, fps, objects, annotated; "
+                                                 "fail on damaged videos")
     _add_source_args(inspect)
+    inspect.add_argument("--quick", action="store_true",
+                         help="read only frame 0 and the masks (damage further into a video goes unnoticed)")
     inspect.set_defaults(func=run)
 
     convert = actions.add_parser("convert", help="write SRC as a Hugging Face dataset or as DAVIS folders")
@@ -87,13 +95,40 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-def _inspect(collection) -> int:
-    rows = [_video_row(video) for video in collection]
+def _checked_row(video, quick: bool) -> Tuple[List[str], Optional[Exception]]:
+    """The table row of ``video`` and None, or a ``damaged`` row and the error when reading it fails (every frame
+    is decoded unless ``quick``)."""
+    from selfvos.errors import SelfvosInputError
+
+    try:
+        row = _video_row(video)
+        if not quick:
+            video.verify()
+        return row, None
+    except SelfvosInputError as err:
+        return [video.name, str(len(video)), "damaged", "-", "-", "-"], err
+
+
+def _inspect(collection, quick: bool = False) -> int:
+    """Print the table; raise (after it) for the damaged videos, each listed on stderr."""
+    from selfvos.errors import SelfvosInputError
+
+    checked = [_checked_row(video, quick) for video in collection]
+    rows = [row for row, _ in checked]
     print(f"source: {collection.source}  kind: {collection.kind or '-'}  videos: {len(rows)}")
     print(format_table(["video", "frames", "size", "fps", "objects", "annotated"], rows))
     total_frames = sum(int(r[1]) for r in rows)
-    total_annotated = sum(int(r[5]) for r in rows)
+    total_annotated = sum(int(r[5]) for r in rows if r[5].isdigit())
     print(f"total: {len(rows)} videos, {total_frames} frames, {total_annotated} annotated frames")
+    damaged = [err for _, err in checked if err is not None]
+    if len(damaged) > 1:
+        for err in damaged:
+            print(f"damaged: {err}", file=sys.stderr)
+        first = damaged[0]
+        raise SelfvosInputError(first.path, f"{first.problem} (and {len(damaged) - 1} more damaged video(s), "
+                                            "listed above)")
+    if damaged:
+        raise damaged[0]
     return 0
 
 
@@ -122,5 +157,5 @@ def _convert(collection, args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     collection = open_collection(args.src, args.split, _parse_sequences(args.sequences))
     if args.data_command == "inspect":
-        return _inspect(collection)
+        return _inspect(collection, quick=args.quick)
     return _convert(collection, args)

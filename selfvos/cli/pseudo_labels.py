@@ -53,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
         raise SelfvosInputError("--frame-step", f"must be >= 1, got {args.frame_step}")
     if args.round < 0:
         raise SelfvosInputError("--round", f"must be >= 0, got {args.round}")
+    if args.max_side < 0:
+        raise SelfvosInputError("--max-side", f"must be >= 0 (0 = native size), got {args.max_side}")
     sequences: Optional[List[str]] = [s.strip() for s in args.sequences.split(",") if s.strip()] if args.sequences else None
     collection = open_source(args.data).select(sequences)
     store = PseudoLabelStore(args.out)

@@ -34,10 +34,19 @@ def print_config(cfg: Any) -> int:
 
 def script_main(doc: str, add_arguments: Callable[[argparse.ArgumentParser], None],
                 run: Callable[[argparse.Namespace], int], argv: Optional[List[str]] = None) -> int:
-    """``recipes/<name>.py``: the same options and overrides as the ``selfvos`` subcommand."""
-    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    """``recipes/<name>.py``: the same options and overrides as the ``selfvos`` subcommand, and the same
+    failure report (one ``selfvos: error:`` line and its exit code, the traceback first with ``-v``)."""
+    from selfvos.cli import Parser, report_error
+
+    parser = Parser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks of errors")
     add_arguments(parser)
     args, overrides = parser.parse_known_args(argv)
     args.overrides = overrides
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    return run(args)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return run(args)
+    except SystemExit:
+        raise
+    except BaseException as err:  # every failure ends in one line, KeyboardInterrupt included
+        return report_error(err, args.verbose)

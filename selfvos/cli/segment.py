@@ -9,7 +9,13 @@
 Writes ``OUT_DIR/<frame name>.png`` (DAVIS-palette PNG of object ids) for every frame, named like the
 input frames (``00000`` ... for a video file). With ``--first-mask`` the mask of the first frame is
 propagated (one-shot); without it the primary object is segmented from the model alone (zero-shot).
-``--overlay`` also writes the frames with the masks blended in and outlined (H.264 mp4).
+``--overlay`` also writes the frames with the masks blended in and outlined (H.264; .mp4, .mkv, .mov, .avi).
+
+Outputs are all or nothing: the masks are written into a temporary sibling of OUT_DIR that replaces
+OUT_DIR (an earlier output there) only when every frame is done, and the overlay under a temporary name;
+after an error or a kill OUT_DIR and the overlay are as they were (temporary files of a killed run are
+deleted by the next run). OUT_DIR must be new, empty or hold only masks. Every option and input is checked
+before the model is loaded.
 
 Example::
 
@@ -19,8 +25,9 @@ Example::
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Iterable, Optional, Tuple
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -41,32 +48,50 @@ def add_common_options(p: argparse.ArgumentParser, tasks: tuple = ("auto", "zero
     task_help = ("auto: one-shot when a first mask is given, zero-shot otherwise" if "auto" in tasks
                  else "zero-shot: no annotation is read; one-shot: the first frame's annotation is propagated")
     p.add_argument("--task", choices=tasks, default=default_task, required=default_task is None, help=task_help)
-    p.add_argument("--max-side", type=int, default=None,
+    p.add_argument("--max-side", type=bounded(int, low=1), default=None,
                    help="longest side frames are processed at (default: zero-shot 432, one-shot short side 480)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default cpu)")
     p.add_argument("--mode", choices=("online", "offline"), default="online",
                    help="zero-shot references: online = past frames only, offline = spread over the whole video")
-    p.add_argument("--references", type=int, default=5, help="zero-shot reference frames N (default 5)")
-    p.add_argument("--reference-weight", type=float, default=None,
+    p.add_argument("--references", type=bounded(int, low=0), default=5, help="zero-shot reference frames N (default 5)")
+    p.add_argument("--reference-weight", type=bounded(float, low=0), default=None,
                    help="zero-shot: weight of the co-attention references against the frame head, 0 = off "
                         "(default: ZeroShotConfig.reference_weight)")
-    p.add_argument("--motion-weight", type=float, default=None,
+    p.add_argument("--motion-weight", type=bounded(float, low=0), default=None,
                    help="zero-shot: weight of the camera-compensated optical-flow motion cue, 0 = off "
                         "(default: ZeroShotConfig.motion_weight)")
-    p.add_argument("--grabcut", type=int, default=None, metavar="ITERATIONS",
-                   help="zero-shot: GrabCut refinement iterations, 0 = off (default: ZeroShotConfig.grabcut_iterations)")
-    p.add_argument("--prior-weight", type=float, default=None,
+    p.add_argument("--grabcut", type=bounded(int, low=0), default=None, metavar="ITERATIONS",
+                   help="zero-shot: GrabCut refinement iterations, 0 = off "
+                        "(default: ZeroShotConfig.grabcut_iterations)")
+    p.add_argument("--prior-weight", type=bounded(float, low=0), default=None,
                    help="zero-shot: weight of the previous outputs propagated to the frame by feature affinity, "
                         "0 = off (default: ZeroShotConfig.propagation_weight)")
-    p.add_argument("--refine-radius", type=int, default=None, metavar="PIXELS",
+    p.add_argument("--refine-radius", type=bounded(int, low=0), default=None, metavar="PIXELS",
                    help="one-shot: guided-filter refinement radius at the working size, 0 = plain bilinear "
                         "upsampling (default: OneShotConfig.refine_radius)")
     p.add_argument("--head-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a head's inference setting, repeatable (e.g. STM: --head-option memory_every=5 "
                         "--head-option max_memory=8); see the head's inference config")
-    p.add_argument("--object-gain", type=float, default=None, metavar="G",
+    p.add_argument("--object-gain", type=bounded(float, low=0, inclusive=False), default=None, metavar="G",
                    help="one-shot: object probabilities are multiplied by G before the argmax; > 1 favours recall "
                         "(default: OneShotConfig.object_gain)")
+
+
+def bounded(kind: Callable[[str], Any], low: float, inclusive: bool = True) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind(text)`` that must be finite and >= ``low`` (> ``low`` unless ``inclusive``);
+    anything else is a usage error naming the option."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        if not math.isfinite(value) or value < low or (value == low and not inclusive):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if inclusive else '>'} {low:g}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 def load_model(checkpoint: str, device: str) -> Any:
@@ -133,6 +158,8 @@ def read_first_mask(path: str, frame_shape: tuple) -> Any:
     from selfvos.data.image_io import read_mask
     from selfvos.errors import SelfvosInputError
 
+    if Path(path).is_dir():
+        raise SelfvosInputError(path, "--first-mask is a folder; give the first frame's mask (a PNG file)")
     mask = read_mask(path)
     if mask.shape != tuple(frame_shape[:2]):
         raise SelfvosInputError(path, f"mask is {mask.shape[1]}x{mask.shape[0]} (WxH) but the video's frames are "
@@ -144,44 +171,132 @@ def read_first_mask(path: str, frame_shape: tuple) -> Any:
     return mask
 
 
-def run(args: argparse.Namespace) -> int:
-    import time
-
-    from selfvos.data.sources import open_source
-    from selfvos.data.writers import save_palette_png
+def check_task_options(task: str, first_mask: Optional[str]) -> None:
+    """``--task`` and ``--first-mask`` agree."""
     from selfvos.errors import SelfvosInputError
+
+    if task == "one-shot" and not first_mask:
+        raise SelfvosInputError("--first-mask", "required with --task one-shot")
+    if task == "zero-shot" and first_mask:
+        raise SelfvosInputError("--first-mask", "not used by --task zero-shot (drop it or use --task one-shot)")
+
+
+def check_not_overwritten(output: Optional[str], option: str, inputs: Iterable[Optional[str]],
+                          as_folder: bool) -> None:
+    """An output never replaces an input: ``output`` (a folder replaced as a whole when ``as_folder``, else a
+    file) may not be, or with ``as_folder`` contain, any existing path of ``inputs``."""
+    from selfvos.errors import SelfvosInputError
+
+    if output is None:
+        return
+    target = Path(output).resolve()
+    for given in inputs:
+        if not given or not Path(given).exists():
+            continue
+        source = Path(given).resolve()
+        if source == target or (as_folder and source.is_relative_to(target)):
+            raise SelfvosInputError(output, f"{option} would overwrite the input {given}; write elsewhere")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """``--out`` and ``--overlay`` can be written without touching an input or another output (before any
+    input is read)."""
+    from selfvos.data.writers import check_output_folder
+    from selfvos.errors import SelfvosInputError
+
+    check_output_folder(args.out, "--out")
+    check_not_overwritten(args.out, "--out", [args.input, args.first_mask, args.checkpoint], as_folder=True)
+    if args.overlay:
+        check_not_overwritten(args.overlay, "--overlay", [args.input, args.first_mask], as_folder=False)
+        if Path(args.overlay).resolve().is_relative_to(Path(args.out).resolve()):
+            raise SelfvosInputError(args.overlay, "--overlay lies inside --out, which is replaced as a whole; "
+                                                  "write it next to --out")
+
+
+def check_frame_sizes(video: Any) -> Tuple[int, int]:
+    """(H, W) of the video's frames, checked to be one size for every frame; the file headers are read when
+    the frames are image files (a frame of another size is an error naming the first one that differs),
+    otherwise the first frame is decoded (the segmenter checks the others as it reads them)."""
+    from selfvos.data.image_io import image_size
+    from selfvos.errors import SelfvosInputError
+
+    if not len(video):
+        raise SelfvosInputError(video.source or video.name, "the video has no frames")
+    paths = getattr(video, "frame_paths", None)
+    if not paths:
+        return tuple(video.frame(0).shape[:2])
+    size = image_size(paths[0])
+    for path in paths[1:]:
+        other = image_size(path)
+        if other != size:
+            raise SelfvosInputError(path, f"frame is {other[1]}x{other[0]} (WxH) but the first frame "
+                                          f"{paths[0].name} is {size[1]}x{size[0]}; every frame of a video "
+                                          "must have the same size")
+    return size
+
+
+def open_video(spec: str) -> Any:
+    """The one video of an ``open_source`` spec."""
+    from selfvos.data.sources import open_source
+    from selfvos.errors import SelfvosInputError
+
+    collection = open_source(spec)
+    if len(collection) != 1:
+        raise SelfvosInputError(spec, f"holds {len(collection)} videos; segment one at a time or use segment-dataset")
+    return collection[0]
+
+
+def write_outputs(segmenter: Any, video: Any, first_mask: Any, out_dir: Path, overlay: Optional[str]) -> int:
+    """Segment ``video`` into ``out_dir/<frame>.png`` (and the ``overlay`` video), all or nothing: masks go to a
+    staging folder that replaces ``out_dir`` once complete, the overlay is moved into place right after;
+    on any error both destinations are left as they were. Returns the number of masks."""
+    from contextlib import closing
+
+    from selfvos.atomic import staged_folder
+    from selfvos.data.writers import save_palette_png
     from selfvos.inference.io import OverlayVideoWriter
 
-    if args.task == "one-shot" and not args.first_mask:
-        raise SelfvosInputError("--first-mask", "required with --task one-shot")
-    if args.task == "zero-shot" and args.first_mask:
-        raise SelfvosInputError("--first-mask", "not used by --task zero-shot (drop it or use --task one-shot)")
-    collection = open_source(args.input)
-    if len(collection) != 1:
-        raise SelfvosInputError(args.input, f"holds {len(collection)} videos; segment one at a time "
-                                            "or use segment-dataset")
-    video = collection[0]
-    first_mask = read_first_mask(args.first_mask, video.frame(0).shape) if args.first_mask else None
-    task = "one-shot" if first_mask is not None else "zero-shot"
-    model = load_model(args.checkpoint, args.device)
-    check_task(model, task, args.checkpoint)
-    segmenter = make_segmenter(model, args, task)
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    writer = OverlayVideoWriter(args.overlay, fps=video.fps) if args.overlay else None
-    names, start, count = video.frame_names, time.perf_counter(), 0
-    try:
-        for t, ids in enumerate(segmenter.segment_video(video, first_mask=first_mask, progress=True)):
-            save_palette_png(out_dir / f"{names[t]}.png", ids)
+    writer = OverlayVideoWriter(overlay, fps=video.fps) if overlay else None
+    names, count = video.frame_names, 0
+    try:  # closing(): the progress bar ends before an error is reported, not when the generator is collected
+        with staged_folder(out_dir) as staged, \
+                closing(segmenter.segment_video(video, first_mask=first_mask, progress=True)) as masks:
+            for t, ids in enumerate(masks):
+                save_palette_png(staged / f"{names[t]}.png", ids)
+                if writer is not None:
+                    writer.write(video.frame(t), ids)
+                count += 1
+            if count != len(names):
+                raise RuntimeError(f"{video.source or video.name}: {count} masks for {len(names)} frames")
             if writer is not None:
-                writer.write(video.frame(t), ids)
-            count += 1
+                writer.finish()
+        if writer is not None:
+            print(f"wrote overlay {writer.commit()} ({writer.codec})")
     except BaseException:
         if writer is not None:
             writer.abort()
         raise
-    if writer is not None:
-        print(f"wrote overlay {writer.close()} ({writer.codec})")
+    return count
+
+
+def run(args: argparse.Namespace) -> int:
+    import time
+
+    from selfvos.inference.io import check_overlay_path
+
+    check_task_options(args.task, args.first_mask)
+    check_outputs(args)
+    video = open_video(args.input)
+    size = check_frame_sizes(video)
+    first_mask = read_first_mask(args.first_mask, size) if args.first_mask else None
+    if args.overlay:
+        check_overlay_path(args.overlay, size, video.fps)
+    task = "one-shot" if first_mask is not None else "zero-shot"
+    model = load_model(args.checkpoint, args.device)
+    check_task(model, task, args.checkpoint)
+    segmenter = make_segmenter(model, args, task)
+    out_dir, start = Path(args.out), time.perf_counter()
+    count = write_outputs(segmenter, video, first_mask, out_dir, args.overlay)
     seconds = time.perf_counter() - start
     print(f"{task}: wrote {count} masks to {out_dir} in {seconds:.1f} s ({count / max(seconds, 1e-9):.2f} frames/s)")
     return 0

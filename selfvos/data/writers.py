@@ -8,6 +8,8 @@
   frames get a PNG). The tree is built under ``dst.tmp-<random>`` and renamed into place, so ``dst`` is either
   absent or complete.
 - :func:`fit_max_side`: the one resize rule shared by every writer (frames area/bilinear, masks nearest).
+- :func:`check_output_folder`: refuses a mask destination that is a file or holds files other than masks
+  (all-or-nothing folders themselves come from :func:`selfvos.atomic.staged_folder`).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from selfvos.atomic import atomic_write_bytes, replace_dir, staging_path
+from selfvos.atomic import atomic_write_bytes, naming_path, replace_dir, staging_path
 from selfvos.data.video import VideoCollection
 from selfvos.errors import PathLike, SelfvosInputError
 
@@ -60,8 +62,32 @@ def decode_id_png(data: bytes) -> np.ndarray:
 
 
 def save_palette_png(path: PathLike, ids: np.ndarray) -> Path:
-    """Write (H, W) uint8 ids as a DAVIS-palette PNG at ``path`` (temp file + rename). Returns the path."""
-    return atomic_write_bytes(path, encode_palette_png(ids))
+    """Write (H, W) uint8 ids as a DAVIS-palette PNG at ``path`` (temp file + rename). Returns the path.
+
+    An ``OSError`` that names no file (a full disk while writing) is raised naming ``path``."""
+    with naming_path(path):
+        return atomic_write_bytes(path, encode_palette_png(ids))
+
+
+def check_output_folder(dst: PathLike, option: str = "--out") -> None:
+    """Refuse an output folder that cannot be replaced as a whole: ``dst`` is a file, sits below a file, or
+    already holds anything but ``*.png`` masks (an earlier output) and hidden files (so a folder of other
+    data is never deleted by mistake)."""
+    dst = Path(dst)
+    if dst.exists() and not dst.is_dir():
+        raise SelfvosInputError(dst, f"{option} exists and is not a folder")
+    for parent in dst.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise SelfvosInputError(dst, f"{option} lies below {parent}, which is not a folder")
+            break
+    if dst.is_dir():
+        others = sorted(p.name for p in dst.iterdir() if not p.name.startswith(".")
+                        and not (p.suffix.lower() == ".png" and p.is_file()))
+        if others:
+            raise SelfvosInputError(dst, f"{option} already holds {others[0]!r}"
+                                         f"{f' and {len(others) - 1} more' if len(others) > 1 else ''}, "
+                                         "not only masks; it is replaced as a whole, so pick a new or empty folder")
 
 
 def fit_max_side(frame: np.ndarray, mask: Optional[np.ndarray], max_side: Optional[int]):

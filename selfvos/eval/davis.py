@@ -16,7 +16,7 @@ building its void mask, so there it never takes effect).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
@@ -203,11 +203,13 @@ class ObjectResult:
 
 @dataclass
 class SequenceResult:
-    """Scores of one sequence: evaluated frame names and one ``ObjectResult`` per object."""
+    """Scores of one sequence: evaluated frame names and one ``ObjectResult`` per object; ``missing`` names
+    the frames that had no prediction and were scored as empty masks (``missing_as_empty`` only)."""
 
     name: str
     frame_names: List[str]
     objects: List[ObjectResult]
+    missing: List[str] = field(default_factory=list)
 
     def summary(self) -> Dict[str, float]:
         """Object-averaged ``{"J", "F", "J_recall", "J_decay", "F_recall", "F_decay"}``."""
@@ -275,11 +277,22 @@ def evaluate_sequence(
 
 @dataclass
 class DatasetResult:
-    """All sequences of one evaluation; dataset means are over objects (DAVIS-2016: over sequences)."""
+    """All sequences of one evaluation; dataset means are over objects (DAVIS-2016: over sequences).
+    ``missing_as_empty``: whether frames without a prediction were allowed (scored as empty masks)."""
 
     sequences: Dict[str, SequenceResult]
     multi_object: bool
     protocol: str
+    missing_as_empty: bool = False
+
+    def missing_frames(self) -> Dict[str, List[str]]:
+        """``{sequence: [frame names]}`` of the frames scored as empty because they had no prediction."""
+        return {name: list(seq.missing) for name, seq in self.sequences.items() if seq.missing}
+
+    @property
+    def missing_count(self) -> int:
+        """How many frames had no prediction (scored as empty masks)."""
+        return sum(len(seq.missing) for seq in self.sequences.values())
 
     def objects(self) -> Dict[str, ObjectResult]:
         """Every object, keyed ``<sequence>_<id>`` as the official per-object table."""

@@ -5,7 +5,11 @@ JSON schema (values in [0, 1], decay may be negative)::
     {"sequences": {seq: {"J", "F", "J_recall", "J_decay", "F_recall", "F_decay"}},
      "mean": {"J", "F", "JF"},
      "objects": {"<seq>_<id>": {...same keys...}}   # multi-object evaluations only
-     "protocol": "official" | "all", "multi_object": bool}
+     "protocol": "official" | "all", "multi_object": bool,
+     "missing_as_empty": bool,                      # were frames without a prediction allowed
+     "missing_frames": {"count": int, "sequences": {seq: [frame names]}}}   # those scored as empty masks
+
+Files are written atomically; an ``OSError`` (a full disk) names the file.
 """
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ import os
 from pathlib import Path
 from typing import Dict, List, Union
 
-from selfvos.atomic import atomic_write_json
+from selfvos.atomic import atomic_write_bytes, atomic_write_json
+from selfvos.atomic import naming_path
 from selfvos.eval.davis import DatasetResult
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -30,12 +35,25 @@ def to_dict(result: DatasetResult) -> Dict[str, object]:
         doc["objects"] = {key: obj.summary() for key, obj in result.objects().items()}
     doc["protocol"] = result.protocol
     doc["multi_object"] = result.multi_object
+    doc["missing_as_empty"] = result.missing_as_empty
+    doc["missing_frames"] = {"count": result.missing_count, "sequences": result.missing_frames()}
     return doc
 
 
 def write_json(result: DatasetResult, path: PathLike) -> Path:
     """Write ``to_dict(result)`` to ``path`` atomically (parent folders created); returns the path."""
-    return atomic_write_json(path, to_dict(result), sort_keys=False, newline=True)
+    with naming_path(path):
+        return atomic_write_json(path, to_dict(result), sort_keys=False, newline=True)
+
+
+def missing_summary(result: DatasetResult) -> str:
+    """One line counting the frames scored as empty for lack of a prediction ("" when none)."""
+    missing = result.missing_frames()
+    if not missing:
+        return ""
+    per_sequence = ", ".join(f"{seq} {len(frames)}" for seq, frames in missing.items())
+    return (f"{result.missing_count} frame(s) without a prediction scored as empty masks "
+            f"(--missing-as-empty) in {len(missing)} sequence(s): {per_sequence}")
 
 
 def format_table(result: DatasetResult) -> str:
@@ -71,7 +89,8 @@ def _fmt(value: float) -> str:
 
 
 def plot_sequences(result: DatasetResult, path: PathLike) -> Path:
-    """Grouped bar plot of per-sequence J and F means (PNG via the Agg backend); returns the path."""
+    """Grouped bar plot of per-sequence J and F means (PNG via the Agg backend, written atomically); returns
+    the path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -94,7 +113,9 @@ def plot_sequences(result: DatasetResult, path: PathLike) -> Path:
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with naming_path(path):
+            atomic_write_bytes(path, lambda fh: fig.savefig(fh, format="png", dpi=100))
+    finally:
+        plt.close(fig)
     return path

@@ -9,6 +9,11 @@ the :class:`~selfvos.inference.Segmenter` accepts (MuG or a head) with that mode
 are written as palette PNGs and scored with the official-parity evaluator (:mod:`selfvos.eval`). Two
 model-free floors are built in: ``task="copy"`` (the first-frame mask on every frame) and ``task="pseudo"``
 (the label-free pseudo-label engine, ``FusedSaliency(**settings)``, thresholded at 0.5).
+
+Every result row a benchmark writes for a checkpoint records ``weights_sha256(checkpoint)`` (the SHA-256 of
+the ``model.safetensors`` it was measured on, :func:`selfvos.hub.record.weights_sha256`): ``selfvos push
+--benchmark-json`` puts a row on a model card only when it equals the pushed weights'. Rows of the model-free
+floors record ``None``.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Sequence, Union
 
 from selfvos.errors import PathLike, SelfvosInputError
+from selfvos.hub.record import weights_sha256
 
 BASELINE_TASKS = ("copy", "pseudo")
 
@@ -76,6 +82,12 @@ def load_model(spec: Union[str, PathLike], config: Any = None):
                                   "(model.safetensors)")
 
 
+def row_weights(task: str, digest: str) -> Dict[str, Any]:
+    """``{"weights_sha256": ...}`` for a result row of ``task``: ``digest`` when the model's weights made it,
+    ``None`` for a model-free floor of :data:`BASELINE_TASKS`."""
+    return {"weights_sha256": None if task in BASELINE_TASKS else digest}
+
+
 def _segment_baseline(task: str, video: Any, first: Any, settings: Mapping[str, Any]):
     if task == "copy":
         return [first] * len(video), 0.0
@@ -104,7 +116,7 @@ def run_variant(model: Any, collection: Iterable[Any], task: str, out: PathLike,
     from selfvos.eval.io import evaluate_folders
     from selfvos.eval.report import to_dict
     from selfvos.inference import Segmenter
-    from selfvos.inference.io import write_masks
+    from selfvos.inference.io import write_mask_folder
 
     out = Path(out)
     frames, seconds, names = 0, 0.0, []
@@ -120,7 +132,7 @@ def run_variant(model: Any, collection: Iterable[Any], task: str, out: PathLike,
         seconds += spent
         frames += len(video)
         names.append(video.name)
-        write_masks(out / video.name, video.frame_names, [np.asarray(m, np.uint8) for m in masks])
+        write_mask_folder(out / video.name, video.frame_names, [np.asarray(m, np.uint8) for m in masks])
     result = to_dict(evaluate_folders(out, gt_dir, sequences=names, protocol="official"))
     return {"J&F": 100 * result["mean"]["JF"], "J": 100 * result["mean"]["J"], "F": 100 * result["mean"]["F"],
             "frames_per_s": frames / seconds if seconds else None,
@@ -152,4 +164,4 @@ def print_columns(results: Mapping[str, Mapping[str, Any]], columns: Sequence[st
 
 
 __all__ = ["BASELINE_TASKS", "EARLY_ONE_SHOT", "load_model", "load_training_checkpoint", "print_columns",
-           "print_table", "run_variant", "wanted"]
+           "print_table", "row_weights", "run_variant", "wanted", "weights_sha256"]

@@ -161,7 +161,7 @@ def propagate_labels(values: torch.Tensor, indices: torch.Tensor, context_labels
     know it, ``sum_k w_k y_kl / sum_k w_k known_kl``, and the channels are renormalised to sum to 1.
     """
     weights = torch.softmax(values.float() / temperature, dim=-1)  # -inf entries get weight 0
-    n, labels = context_labels.shape[0], context_labels.shape[1]
+    labels = context_labels.shape[1]
     flat = context_labels.permute(1, 0, 2, 3).reshape(labels, -1)  # (L, N*h*w)
     out = (flat[:, indices] * weights).sum(-1)  # (L, h*w)
     if known is not None and not bool(known.all()):

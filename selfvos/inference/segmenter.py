@@ -15,6 +15,9 @@ so one model can serve several segmenters::
 ``max_side`` shrinks frames (area) and the given masks (nearest) so the core works at that size;
 probabilities come back bilinearly upsampled to the input frame size. (The MuG zero-shot core sizes its
 input itself, ``ZeroShotConfig.input_max_side``.)
+
+Every frame of a video must have the same size: :meth:`Segmenter.segment_video` reads the video through
+:class:`UniformSizeVideo`, so a frame of another size is a ``SelfvosInputError`` naming it, not a tensor error.
 """
 from __future__ import annotations
 
@@ -27,10 +30,48 @@ import torch.nn.functional as F
 
 from selfvos.data.image_io import shrink_frame, shrink_mask
 from selfvos.data.video import LazyVideo
+from selfvos.errors import SelfvosInputError
 from selfvos.inference.core import create_core
 from selfvos.inference.zero_shot import ZeroShotConfig, ZeroShotSegmenter
 
 TASKS = ("auto", "zero-shot", "one-shot")
+
+
+def frame_location(video: LazyVideo, index: int) -> str:
+    """Where frame ``index`` of ``video`` comes from: its image file, or ``<video source>:<frame name>``."""
+    paths = getattr(video, "frame_paths", None)
+    if paths is not None and 0 <= index < len(paths):
+        return str(paths[index])
+    return f"{video.source or video.name}:{video.frame_names[index]}"
+
+
+class UniformSizeVideo(LazyVideo):
+    """``video`` read through a check that every frame has the size of the first frame read: one of another
+    size raises a ``SelfvosInputError`` naming that frame and the size expected."""
+
+    def __init__(self, video: LazyVideo) -> None:
+        self.video = video
+        self.name, self.source, self.fps = video.name, video.source, video.fps
+        self._reference: Optional[tuple] = None  # (index, (H, W)) of the first frame read
+
+    @property
+    def frame_names(self) -> List[str]:
+        return self.video.frame_names
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    def _read_frame(self, index: int) -> np.ndarray:
+        frame = self.video.frame(index)
+        size = tuple(frame.shape[:2])
+        if self._reference is None:
+            self._reference = (index, size)
+        elif size != self._reference[1]:
+            first, (height, width) = self._reference
+            raise SelfvosInputError(frame_location(self.video, index),
+                                    f"frame is {size[1]}x{size[0]} (WxH) but frame {self.video.frame_names[first]!r} "
+                                    f"is {width}x{height}; every frame of a video must have the same size")
+        return frame
 
 
 class Segmenter:
@@ -123,10 +164,12 @@ class Segmenter:
         """(H, W) uint8 ids for every frame of ``video`` in order; one-shot iff ``first_mask`` is given.
 
         Only ``video.frame(t)`` is read: ground-truth masks of the video are never looked at.
-        Zero-shot runs in the configured mode (``offline`` sees the whole video first).
+        Zero-shot runs in the configured mode (``offline`` sees the whole video first). A frame whose size
+        differs from the others is a ``SelfvosInputError`` naming it (:class:`UniformSizeVideo`).
         """
         from tqdm.auto import tqdm
 
+        video = UniformSizeVideo(video)
         self.reset()
         self._start(first_mask is not None)
         if isinstance(self._core, ZeroShotSegmenter):  # offline mode sees the whole video first

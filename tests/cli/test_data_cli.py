@@ -78,7 +78,7 @@ def test_errors_are_one_line_naming_the_path(tmp_path, capsys):
     dst.mkdir()
     assert main(["data", "convert", "synthetic:1", str(dst)]) == 2
     err = capsys.readouterr().err
-    expected = f"selfvos data: error: {dst}: already exists (pass overwrite=True / --overwrite to replace it)"
+    expected = f"selfvos: error: {dst}: already exists (pass overwrite=True / --overwrite to replace it)"
     assert err.strip() == expected
     assert main(["data", "convert", "synthetic:1", str(dst), "--overwrite"]) == 0
     assert main(["data", "inspect", str(tmp_path / "missing")]) == 2

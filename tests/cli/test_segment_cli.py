@@ -112,8 +112,9 @@ def test_segment_dataset_one_shot_reads_only_first_annotations(checkpoint, davis
     out = tmp_path / "pred"
     assert main(["segment-dataset", "--checkpoint", checkpoint, "--data", str(davis_root), "--task", "one-shot",
                  "--out", str(out)]) == 0
-    assert sorted((p.parent.name, p.name) for p in reads) == [("synthetic_0000", "00000.png"),
-                                                              ("synthetic_0001", "00000.png")]
+    # each first annotation is read when checked (before any work) and when segmented; no other one ever
+    assert sorted({(p.parent.name, p.name) for p in reads}) == [("synthetic_0000", "00000.png"),
+                                                                ("synthetic_0001", "00000.png")]
     for seq in ("synthetic_0000", "synthetic_0001"):
         assert len(list((out / seq).glob("*.png"))) == 6
     # in-process evaluation: a forked worker pool after torch/cv2 threads have started can deadlock
@@ -152,7 +153,7 @@ def test_segment_dataset_one_shot_with_the_real_propagator(checkpoint, tmp_path,
     out = tmp_path / "pred"
     assert main(["segment-dataset", "--checkpoint", checkpoint, "--data", str(root), "--task", "one-shot",
                  "--out", str(out), "--max-side", "160"]) == 0
-    assert [p.name for p in reads] == ["00000.png"]
+    assert {p.name for p in reads} == {"00000.png"}  # the first annotation only (checked, then segmented)
     first = np.array(Image.open(out / "schoolgirls" / "00000.png"))
     assert len(list((out / "schoolgirls").glob("*.png"))) == 80 and first.shape == (240, 432)
 

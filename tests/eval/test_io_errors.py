@@ -96,12 +96,16 @@ def test_empty_gt_folder_and_empty_gt_sequence(tmp_path, dirs):
     assert err.value.path == str(gt / "hollow")
 
 
-def test_missing_predicted_frame_counts_as_empty(dirs):
+def test_missing_predicted_frame_is_an_error_or_with_missing_as_empty_counts_as_empty(dirs):
     gt, pred = dirs
     (pred / "alpha" / "00002.png").unlink()  # scored frames are 1, 2, 3: one of three is now empty
-    result = evaluate_folders(pred, gt, workers=1)
+    with pytest.raises(SelfvosInputError, match="sequence 'alpha': no prediction for frame '00002'") as err:
+        evaluate_folders(pred, gt, workers=1)
+    assert err.value.path == str(pred / "alpha" / "00002.png")
+    result = evaluate_folders(pred, gt, workers=1, missing_as_empty=True)
     np.testing.assert_allclose(result.sequences["alpha"].objects[0].J, [1, 0, 1])
     assert result.mean()["J"] == pytest.approx(2 / 3)
+    assert result.missing_frames() == {"alpha": ["00002"]} and result.missing_count == 1
 
 
 def test_read_mask_decoders_agree_with_pil(tmp_path):
