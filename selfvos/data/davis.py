@@ -13,7 +13,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Union
 
-from selfvos.data.frames import ImageSequenceVideo, check_no_gaps, list_images, natural_key, select_folders
+from selfvos.data.frames import (
+    ImageSequenceVideo,
+    check_no_gaps,
+    check_unique_stems,
+    list_images,
+    natural_key,
+    select_folders,
+)
 from selfvos.data.video import VideoCollection
 from selfvos.errors import SelfvosInputError
 
@@ -63,6 +70,7 @@ def davis_sequence(
     frames = list_images(frames_dir, (".jpg", ".jpeg", ".png"))
     if not frames:
         raise SelfvosInputError(frames_dir, "empty folder: no frames")
+    check_unique_stems(frames_dir, frames)
     stems = [p.stem for p in frames]
     if check_gaps:
         check_no_gaps(frames_dir, stems)
@@ -70,7 +78,9 @@ def davis_sequence(
     if masks_dir is not None and masks_dir.is_dir():
         index_of = {s: i for i, s in enumerate(stems)}
         mask_paths = {}
-        for png in list_images(masks_dir, (".png",)):
+        pngs = list_images(masks_dir, (".png",))
+        check_unique_stems(masks_dir, pngs)
+        for png in pngs:
             if png.stem not in index_of:
                 raise SelfvosInputError(png, f"annotation has no matching frame in {frames_dir}")
             mask_paths[index_of[png.stem]] = png

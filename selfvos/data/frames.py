@@ -4,8 +4,9 @@
 frame paths in temporal order plus an optional ``{frame index: mask path}`` map (sparse for
 YouTube-VOS). Frames and masks are decoded only when asked for.
 
-Structural problems (empty folder, a gap in the frame numbering) are raised when the folder is
-opened; a corrupt file or a mask whose size differs from its frame when that frame is read.
+Structural problems (empty folder, a gap in the frame numbering, two frames with one name such as
+``00001.jpg`` and ``00001.png``) are raised when the folder is opened; a corrupt file, a frame whose size
+differs from the first frame's, or a mask whose size differs from its frame when that frame is read.
 """
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import math
 import re
 from functools import reduce
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from selfvos.data.image_io import (
     IMAGE_EXTENSIONS,
     check_mask_matches_frame,
+    image_size,
     read_mask,
     read_rgb,
     shrink_frame,
@@ -32,8 +34,20 @@ _NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 
 def natural_key(name: str) -> list:
-    """Sort key that orders ``frame2`` before ``frame10``."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+    """Sort key that orders ``frame2`` before ``frame10`` (digit runs compare as numbers, the rest as text)."""
+    parts = re.split(r"(\d+)", name)
+    return [int(part) if k % 2 else part.lower() for k, part in enumerate(parts)]
+
+
+def check_unique_stems(folder: Path, files: Sequence[Path]) -> None:
+    """Raise when two files share a name without extension (``00001.jpg`` and ``00001.png``): frames and
+    masks are matched and written by that name, so one of them would be silently lost."""
+    seen: Dict[str, Path] = {}
+    for path in files:
+        if path.stem in seen:
+            raise SelfvosInputError(folder, f"two files named {path.stem!r}: {seen[path.stem].name} and {path.name} "
+                                            "(keep one)")
+        seen[path.stem] = path
 
 
 def list_images(folder: Path, extensions: Sequence[str] = IMAGE_EXTENSIONS) -> List[Path]:
@@ -96,6 +110,7 @@ class ImageSequenceVideo(LazyVideo):
         self.frame_paths = [Path(p) for p in frame_paths]
         self.mask_paths = None if mask_paths is None else dict(sorted(mask_paths.items()))
         self._names = [p.stem for p in self.frame_paths]
+        self._size: Optional[Tuple[int, int]] = None
         self.meta: dict = {}
 
     @property
@@ -109,8 +124,21 @@ class ImageSequenceVideo(LazyVideo):
     def annotated_indices(self) -> List[int]:
         return list(self.mask_paths) if self.mask_paths else []
 
+    def frame_size(self) -> Tuple[int, int]:
+        """(H, W) of the first frame (header only): the size every frame of the video must have."""
+        if self._size is None:
+            self._size = image_size(self.frame_paths[0])
+        return self._size
+
     def _read_frame(self, index: int) -> np.ndarray:
-        return shrink_frame(read_rgb(self.frame_paths[index]), self.max_side)
+        path = self.frame_paths[index]
+        frame = read_rgb(path)
+        height, width = self.frame_size()
+        if frame.shape[:2] != (height, width):
+            raise SelfvosInputError(path, f"frame is {frame.shape[1]}x{frame.shape[0]} (WxH) but the video's first "
+                                          f"frame {self.frame_paths[0].name} is {width}x{height}: all frames of a "
+                                          "video must have one size")
+        return shrink_frame(frame, self.max_side)
 
     def _read_mask(self, index: int) -> Optional[np.ndarray]:
         path = (self.mask_paths or {}).get(index)
@@ -131,6 +159,7 @@ def image_sequence(
     frames = list_images(folder)
     if not frames:
         raise SelfvosInputError(folder, f"empty folder: no {'/'.join(IMAGE_EXTENSIONS)} images")
+    check_unique_stems(folder, frames)
     if check_gaps:
         check_no_gaps(folder, [p.stem for p in frames])
     return ImageSequenceVideo(folder.name, frames, None, fps=fps, max_side=max_side, source=str(folder))

@@ -7,6 +7,10 @@ Mask conventions (what the readers hand on as ``(H, W) uint8`` ids):
   so it becomes ids {0, 1}. Any other grayscale PNG is read as raw ids.
 - 1-bit PNG (mode ``1``): ids {0, 1}.
 - RGB / RGBA / 16-bit masks are rejected: colours are not ids (convert to a palette PNG first).
+- the file must hold PNG data: a JPEG (lossy: ids change at every edge), GIF, BMP, ... named ``.png`` is rejected.
+
+Every failure to read a file (missing, not an image, truncated, corrupt, too large to decode safely, a mode that
+cannot become RGB) is one :class:`~selfvos.errors.SelfvosInputError` naming the file.
 
 ``binary=True`` maps every object id > 0 to 1; void (255 in palette masks) stays void.
 """
@@ -39,9 +43,19 @@ def _open_checked(path: PathLike) -> Image.Image:
         image.load()  # PIL decodes lazily: truncated/corrupt data only fails here
     except UnidentifiedImageError:
         raise SelfvosInputError(path, "not a readable image (corrupt, truncated or unknown format)") from None
-    except (OSError, SyntaxError, ValueError, EOFError) as err:
+    except Image.DecompressionBombError as err:
+        raise SelfvosInputError(path, f"image too large to decode safely ({err})") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as err:
         raise SelfvosInputError(path, f"corrupt or truncated image ({err})") from None
+    _check_not_empty(image, path)
     return image
+
+
+def _check_not_empty(image: Image.Image, path: PathLike) -> None:
+    """Raise for an image with a zero width or height (a header PIL accepts but nothing can use)."""
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise SelfvosInputError(path, f"image has no pixels ({width}x{height})")
 
 
 def image_size(path: PathLike) -> Tuple[int, int]:
@@ -49,8 +63,11 @@ def image_size(path: PathLike) -> Tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
+            _check_not_empty(image, path)
     except FileNotFoundError:
         raise SelfvosInputError(path, "file not found") from None
+    except Image.DecompressionBombError as err:
+        raise SelfvosInputError(path, f"image too large to decode safely ({err})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise SelfvosInputError(path, f"not a readable image ({err})") from None
     return height, width
@@ -60,15 +77,21 @@ def read_rgb(path: PathLike) -> np.ndarray:
     """Read a JPEG/PNG frame as (H, W, 3) uint8 RGB (grayscale, palette and RGBA are converted)."""
     image = _open_checked(path)
     if image.mode != "RGB":
-        if image.mode in ("I;16", "I", "F"):
+        if image.mode.startswith(("I", "F")):
             raise SelfvosInputError(path, f"unsupported frame mode {image.mode!r} (expected 8-bit RGB or grayscale)")
-        image = image.convert("RGB")
+        try:
+            image = image.convert("RGB")
+        except (OSError, ValueError) as err:
+            raise SelfvosInputError(path, f"cannot convert a {image.mode!r} frame to RGB ({err})") from None
     return np.asarray(image, dtype=np.uint8).copy()
 
 
 def read_mask(path: PathLike, *, binary: bool = False) -> np.ndarray:
     """Read an annotation PNG as (H, W) uint8 object ids (see the module docstring for the rules)."""
     image = _open_checked(path)
+    if image.format != "PNG":
+        raise SelfvosInputError(path, f"not a PNG file (it holds {image.format or 'unknown'} image data); masks "
+                                      "must be PNG (a lossy format changes the ids at every edge)")
     if image.mode not in _MASK_MODES:
         raise SelfvosInputError(
             path,

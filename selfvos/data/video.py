@@ -14,6 +14,8 @@ from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from selfvos.errors import SelfvosInputError
+
 VOID = 255
 
 
@@ -127,6 +129,20 @@ class LazyVideo(ABC):
         for i in range(len(self)) if indices is None else indices:
             yield self.frame(i)
 
+    def verify(self) -> None:
+        """Decode every frame and mask once; raise ``SelfvosInputError`` at the first one that cannot be used
+        (unreadable, or a frame whose size differs from frame 0's). ``selfvos data inspect`` calls this."""
+        names, size = self.frame_names, None
+        for index in range(len(self)):
+            shape = self.frame(index).shape
+            if size is None:
+                size = shape
+            elif shape != size:
+                raise SelfvosInputError(self.source or self.name, f"frame {names[index]} is {shape[1]}x{shape[0]} "
+                                                                  f"(WxH) but frame {names[0]} is {size[1]}x{size[0]}")
+        for index in self.annotated_indices():
+            self.mask(index)
+
     def load(self, indices: Optional[Sequence[int]] = None, *, with_masks: bool = True) -> VideoSample:
         idx = list(range(len(self))) if indices is None else [int(i) % len(self) for i in indices]
         frames = np.stack([self.frame(i) for i in idx]) if idx else np.zeros((0, 1, 1, 3), np.uint8)
@@ -201,9 +217,13 @@ class VideoCollection:
     """A named, ordered set of videos (a dataset split). Readers return one of these."""
 
     def __init__(self, videos: Sequence[LazyVideo], *, source: str = "", kind: str = "") -> None:
-        self._videos = {v.name: v for v in videos}
-        if len(self._videos) != len(videos):
-            raise ValueError(f"{source}: duplicate video names")
+        self._videos = {}
+        for video in videos:
+            if video.name in self._videos:
+                first = self._videos[video.name].source or video.name
+                raise SelfvosInputError(source or video.source, f"two videos named {video.name!r} ({first} and "
+                                                                f"{video.source or video.name}); names must be unique")
+            self._videos[video.name] = video
         self.source, self.kind = source, kind
 
     @property
@@ -225,8 +245,13 @@ class VideoCollection:
             raise KeyError(f"{self.source}: no video {key!r}; available: {self.names}") from None
 
     def select(self, names: Optional[Sequence[str]]) -> "VideoCollection":
+        """The videos named in ``names`` (in that order; all when empty); an unknown name is a
+        ``SelfvosInputError`` listing the available ones."""
         if not names:
             return self
+        unknown = [n for n in names if n not in self._videos]
+        if unknown:
+            raise SelfvosInputError(self.source or "--sequences", f"no video(s) {unknown}; available: {self.names}")
         return VideoCollection([self[n] for n in names], source=self.source, kind=self.kind)
 
     def __repr__(self) -> str:

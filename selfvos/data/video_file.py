@@ -11,6 +11,10 @@ after ``start`` seconds; frames at or after ``end`` seconds are excluded. ``fps`
 divided by the stride; frame names are ``00000, 00001, ...`` over the output frames. ``max_side``
 shrinks frames (never enlarges) so that the longer side is at most ``max_side``, keeping the aspect.
 Container rotation metadata is not applied.
+
+Reading frames is lenient (FFmpeg conceals small damage, as players do); :meth:`VideoFileVideo.verify` decodes
+the whole file strictly (``err_detect=explode``) and names the frame where decoding fails, so a file with a
+corrupt middle is reported as damaged by ``selfvos data inspect``.
 """
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ from selfvos.errors import SelfvosInputError
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 _FORWARD_DECODE_LIMIT = 16  # below this many frames ahead, decoding forward beats a keyframe seek
+_AV_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError)  # what PyAV raises on damaged data
 
 
 @dataclass(frozen=True)
@@ -76,7 +81,7 @@ def build_packet_index(path: Path) -> PacketIndex:
                 keys.append(packet.is_keyframe)
             time_base = float(stream.time_base)
             origin = stream.start_time
-    except (av.FFmpegError, OSError) as err:
+    except _AV_ERRORS as err:
         raise SelfvosInputError(path, f"cannot index video packets (truncated or corrupt file?): {err}") from None
     order = np.argsort(np.asarray(stamps, dtype=np.int64), kind="stable")
     pts = np.asarray(stamps, dtype=np.int64)[order]
@@ -108,14 +113,19 @@ class VideoFileVideo(LazyVideo):
         container = self._open()
         try:
             stream = container.streams.video[0]
+            if stream.codec_context is None:
+                raise SelfvosInputError(self.path, "video stream has no decoder (damaged header or unsupported codec)")
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-            self.native_fps = float(rate) if rate else None
+            self.native_fps = float(rate) if rate and math.isfinite(float(rate)) and float(rate) > 0 else None
             self.fps = self.native_fps / frame_stride if self.native_fps else None
             self.native_size = (stream.codec_context.width, stream.codec_context.height)
-            self.size_wh = output_size(*self.native_size, max_side)
             metadata_frames = int(stream.frames or 0)
         finally:
             container.close()
+        if min(self.native_size) < 1:
+            raise SelfvosInputError(self.path, f"video stream has no picture size ({self.native_size[0]}x"
+                                               f"{self.native_size[1]}): damaged header or unsupported codec")
+        self.size_wh = output_size(*self.native_size, max_side)
         self._index: Optional[PacketIndex] = None
         if metadata_frames > 0 and start is None and end is None:
             self._first, self._raw_count = 0, metadata_frames
@@ -136,7 +146,7 @@ class VideoFileVideo(LazyVideo):
             raise SelfvosInputError(self.path, "video file not found")
         try:
             container = av.open(str(self.path))
-        except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
+        except _AV_ERRORS as err:
             raise SelfvosInputError(self.path, f"cannot open video (truncated or not a video file?): {err}") from None
         if not container.streams.video:
             container.close()
@@ -159,6 +169,31 @@ class VideoFileVideo(LazyVideo):
         state = dict(self.__dict__)
         state.update(_container=None, _decoded=None, _pos=-1, _cache=OrderedDict())
         return state
+
+    def verify(self) -> None:
+        """Decode every frame of the file once, strictly: a damaged packet is an error here instead of a concealed
+        picture. Raises ``SelfvosInputError`` naming the file and the frame (and time) where decoding failed, or
+        how many frames are missing when the stream ends early."""
+        expected = self._first + self._raw_count
+        decoded = 0
+        container = self._open()
+        try:
+            stream = container.streams.video[0]
+            stream.codec_context.options = {"err_detect": "explode"}
+            for _ in container.decode(stream):
+                decoded += 1
+        except _AV_ERRORS as err:
+            raise SelfvosInputError(self.path, f"damaged video: decoding failed at frame {decoded} "
+                                               f"({self._time_of(decoded)}) of {expected}: {err}") from None
+        finally:
+            container.close()
+        if decoded < expected:
+            raise SelfvosInputError(self.path, f"damaged video: the stream ends after {decoded} of {expected} frames "
+                                               f"({self._time_of(decoded)}; truncated file?)")
+
+    def _time_of(self, raw: int) -> str:
+        """``"at 1.25 s"`` for raw frame ``raw`` when the frame rate is known, else ``"time unknown"``."""
+        return f"at {raw / self.native_fps:.2f} s" if self.native_fps else "time unknown"
 
     def _packet_index(self) -> PacketIndex:
         if self._index is None:
@@ -184,7 +219,10 @@ class VideoFileVideo(LazyVideo):
             return self._cache[raw]
         frame = self._decode_to(raw)
         width, height = self.size_wh
-        array = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
+        try:
+            array = frame.to_ndarray(width=width, height=height, format="rgb24", interpolation="AREA")
+        except (*_AV_ERRORS, ValueError) as err:
+            raise SelfvosInputError(self.path, f"frame {raw} cannot be converted to RGB: {err}") from None
         self._cache[raw] = array
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -207,7 +245,7 @@ class VideoFileVideo(LazyVideo):
                 raise SelfvosInputError(
                     self.path, f"frame {raw} could not be decoded: the stream ends after frame {last} (truncated file?)"
                 ) from None
-            except av.FFmpegError as err:
+            except _AV_ERRORS as err:
                 self.close()
                 raise SelfvosInputError(self.path, f"corrupt video data near frame {raw}: {err}") from None
             self._pos = self._frame_position(frame)
@@ -235,7 +273,7 @@ class VideoFileVideo(LazyVideo):
             )
         try:
             self._container.seek(int(index.pts[raw]), stream=stream, backward=True, any_frame=False)
-        except av.FFmpegError as err:
+        except _AV_ERRORS as err:
             self.close()
             raise SelfvosInputError(self.path, f"cannot seek to frame {raw}: {err}") from None
         self._decoded = self._container.decode(stream)

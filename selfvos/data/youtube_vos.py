@@ -22,7 +22,8 @@ from selfvos.errors import SelfvosInputError
 
 
 def read_meta(path: Path) -> Dict[str, dict]:
-    """Parse ``meta.json`` into ``{video: {object id (int): {"category", "frames"}}}``."""
+    """Parse ``meta.json`` into ``{video: {object id (int): {"category", "frames"}}}``; any other layout is one
+    ``SelfvosInputError`` naming the file and the offending entry."""
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -30,16 +31,29 @@ def read_meta(path: Path) -> Dict[str, dict]:
     videos = data.get("videos") if isinstance(data, dict) else None
     if not isinstance(videos, dict):
         raise SelfvosInputError(path, 'expected {"videos": {<video>: {"objects": {...}}}}')
-    out: Dict[str, dict] = {}
-    for vid, entry in videos.items():
-        objects = (entry or {}).get("objects", {})
-        parsed = {}
-        for key, obj in objects.items():
-            if not str(key).isdigit() or not 0 < int(key) < 255:
-                raise SelfvosInputError(path, f"video {vid!r}: object id {key!r} is not an integer in 1..254")
-            parsed[int(key)] = {"category": obj.get("category"), "frames": [str(f) for f in obj.get("frames", [])]}
-        out[vid] = parsed
-    return out
+    return {vid: _read_objects(path, vid, entry) for vid, entry in videos.items()}
+
+
+def _read_objects(path: Path, vid: str, entry: object) -> Dict[int, dict]:
+    """One video's ``{"objects": {id: {"category": str, "frames": [stem, ...]}}}`` entry of meta.json."""
+    entry = {} if entry is None else entry
+    objects = entry.get("objects") if isinstance(entry, dict) else entry
+    objects = {} if objects is None else objects
+    if not isinstance(objects, dict):
+        raise SelfvosInputError(path, f'video {vid!r}: expected {{"objects": {{<id>: {{...}}}}}}, got '
+                                      f"{json.dumps(entry)[:80]}")
+    parsed = {}
+    for key, obj in objects.items():
+        if not str(key).isdecimal() or not 0 < int(key) < 255:
+            raise SelfvosInputError(path, f"video {vid!r}: object id {key!r} is not an integer in 1..254")
+        obj = obj if obj is not None else {}
+        frames = obj.get("frames", []) if isinstance(obj, dict) else None
+        category = obj.get("category") if isinstance(obj, dict) else None
+        if not isinstance(frames, list) or not isinstance(category, (str, type(None))):
+            raise SelfvosInputError(path, f"video {vid!r} object {key}: expected {{\"category\": str, \"frames\": "
+                                          f"[frame names]}}, got {json.dumps(obj)[:80]}")
+        parsed[int(key)] = {"category": category, "frames": [str(f) for f in frames]}
+    return parsed
 
 
 def _attach_meta(video: ImageSequenceVideo, objects: dict, meta_path: Path) -> None:

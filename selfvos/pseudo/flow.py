@@ -22,18 +22,36 @@ DIS_PRESETS = {
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
     "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
 }
+# OpenCV's DIS raises (and after that may crash the process) on images under about 12x12 pixels or whose short
+# side is far below the long one; such images are padded (edge pixels repeated) to this size before the flow.
+DIS_MIN_SIDE = 16
+DIS_MAX_ASPECT = 4
+
+
+def pad_for_dis(grey: np.ndarray) -> np.ndarray:
+    """``grey`` (H, W) grown at the bottom / right by repeating its edge so that both sides are at least
+    ``DIS_MIN_SIDE`` and at least 1 / ``DIS_MAX_ASPECT`` of the other side; unchanged when already so."""
+    height, width = grey.shape[:2]
+    new_h = max(height, DIS_MIN_SIDE, -(-width // DIS_MAX_ASPECT))
+    new_w = max(width, DIS_MIN_SIDE, -(-height // DIS_MAX_ASPECT))
+    if (new_h, new_w) == (height, width):
+        return grey
+    return cv2.copyMakeBorder(grey, 0, new_h - height, 0, new_w - width, cv2.BORDER_REPLICATE)
 
 
 def dis_flow(reference: np.ndarray, target: np.ndarray, preset: str = "medium") -> np.ndarray:
     """DIS optical flow from ``reference`` to ``target``, both (H, W, 3) uint8 RGB or (H, W) grey.
 
-    Returns (H, W, 2) float32 ``(dx, dy)``.
+    Returns (H, W, 2) float32 ``(dx, dy)``. Tiny or very elongated frames are padded for DIS (see
+    :func:`pad_for_dis`) and the flow cropped back to (H, W).
     """
     if preset not in DIS_PRESETS:
         raise ValueError(f"unknown DIS preset {preset!r}; choose one of {sorted(DIS_PRESETS)}")
     grey = [cv2.cvtColor(im, cv2.COLOR_RGB2GRAY) if im.ndim == 3 else im for im in (reference, target)]
+    height, width = grey[0].shape[:2]
     dis = cv2.DISOpticalFlow_create(DIS_PRESETS[preset])
-    return dis.calc(grey[0], grey[1], None).astype(np.float32)
+    flow = dis.calc(pad_for_dis(grey[0]), pad_for_dis(grey[1]), None)
+    return np.ascontiguousarray(flow[:height, :width]).astype(np.float32)
 
 
 class FlowField:

@@ -1,8 +1,10 @@
-"""Run a pseudo-labeler over a collection into a :class:`PseudoLabelStore` round, resumably.
+"""Run a pseudo-labeler over a collection into a :class:`PseudoLabelStore` round, resumably and all-or-nothing.
 
-Videos whose completion marker exists are skipped, so re-running after an interruption continues with
-the first unfinished video (its frames are simply rewritten; every write is atomic). When the
-collection has ground-truth masks, the round's manifest records the pseudo-masks' J against them.
+The round is built in the store's staging folder and moved into place only once every video is done, so a
+failure part-way leaves no partial round where readers look. Videos whose completion marker exists are
+skipped, so re-running after an interruption continues with the first unfinished video (its frames are simply
+rewritten; every write is atomic). When the collection has ground-truth masks, the round's manifest records
+the pseudo-masks' J against them.
 """
 from __future__ import annotations
 
@@ -47,5 +49,6 @@ def generate_pseudo_labels(collection: VideoCollection, store: PseudoLabelStore,
             store.mark_video_complete(round, name, indices, [frame_names[i] for i in indices])
     quality = None
     if eval_gt and any(collection[n].has_masks for n in names):
-        quality = evaluate_pseudo_masks(collection, store.mask_provider(round), frame_step=frame_step, videos=names)
+        quality = evaluate_pseudo_masks(collection, store.mask_provider(round, staging=True), frame_step=frame_step,
+                                        videos=names)
     return store.finish_round(round, quality)

@@ -3,6 +3,7 @@ object moving over a panning background is separated from the camera motion."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from selfvos.pseudo.flow import FlowField, dis_flow
 from selfvos.pseudo.motion import MotionSaliency, camera_flow, motion_residual, residual_score
@@ -76,3 +77,13 @@ def test_single_frame_video_has_no_motion(panning_clip):
 
     single = InMemoryVideo(panning_clip.load([0]))
     assert not MotionSaliency()(single, 0).any()
+
+
+@pytest.mark.parametrize("size", [(1, 1), (8, 10), (6, 40), (16, 1000), (300, 12)])
+def test_dis_flow_on_tiny_and_elongated_frames(size):
+    """Sizes OpenCV's DIS rejects (or crashes on) are padded: the flow has the frame's size and is finite."""
+    rng = np.random.default_rng(0)
+    for preset in ("ultrafast", "fast", "medium"):
+        frames = [rng.integers(0, 255, size + (3,), dtype=np.uint8) for _ in range(2)]
+        flow = dis_flow(*frames, preset)
+        assert flow.shape == size + (2,) and flow.dtype == np.float32 and np.isfinite(flow).all()

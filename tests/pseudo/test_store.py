@@ -49,8 +49,10 @@ def test_write_read_round_trip_is_8_bit(tmp_path):
     soft = np.linspace(0, 1, 48, dtype=np.float32).reshape(6, 8)
     path = store.write(0, "v", 3, soft)
     assert path.name == "00003.png" and Image.open(path).mode == "L"
-    back = store.read(0, "v", 3)
+    back = store.read(0, "v", 3, staging=True)
     assert back.dtype == np.float32 and np.abs(back - soft).max() <= 0.5 / 255 + 1e-6
+    store.finish_round(0)
+    np.testing.assert_array_equal(store.read(0, "v", 3), back)
     assert store.frames(0, "v") == [3]
     with pytest.raises(FileNotFoundError):
         store.read(0, "v", 4)
@@ -78,7 +80,7 @@ def test_interrupted_generation_resumes_where_it_stopped(tmp_path):
     store, data = PseudoLabelStore(tmp_path), collection()
     with pytest.raises(KeyboardInterrupt):
         generate_pseudo_labels(data, store, 0, RampLabeler(fail_after=7), progress=False)  # dies inside vid1
-    manifest = store.manifest(0)
+    manifest = store.manifest(0, staging=True)
     assert not manifest["complete"] and manifest["completed_videos"] == ["vid0"]
     assert store.latest_round() is None and store.latest_round(complete_only=False) == 0
     assert store.is_video_complete(0, "vid0") and not store.is_video_complete(0, "vid1")
@@ -110,8 +112,8 @@ def test_failed_write_leaves_previous_file_intact(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         store.write(0, "v", 0, np.full((4, 4), 0.75, np.float32))
     monkeypatch.undo()
-    assert store.read(0, "v", 0)[0, 0] == pytest.approx(0.25, abs=1 / 255)
-    assert sorted(p.name for p in (tmp_path / "round_000" / "v").iterdir()) == ["00000.png"]  # no temp files left
+    assert store.read(0, "v", 0, staging=True)[0, 0] == pytest.approx(0.25, abs=1 / 255)
+    assert sorted(p.name for p in store.frame_path(0, "v", 0, staging=True).parent.iterdir()) == ["00000.png"]
 
 
 def test_mask_provider_for_the_clip_sampler(tmp_path):
@@ -129,6 +131,78 @@ def test_mask_provider_for_the_clip_sampler(tmp_path):
 def test_corrupt_manifest_names_the_file(tmp_path):
     store = PseudoLabelStore(tmp_path)
     store.begin_round(0, {"type": "x"})
+    store.finish_round(0)
     (tmp_path / "round_000" / "manifest.json").write_text("{not json")
     with pytest.raises(SelfvosInputError, match="manifest.json: corrupt manifest"):
         store.manifest(0)
+
+
+def _visible(root) -> list:
+    """Names a reader of the store sees: everything in ``root`` that is not hidden (staging, temporaries)."""
+    return sorted(p.name for p in root.iterdir() if not p.name.startswith("."))
+
+
+def test_failure_mid_round_leaves_no_partial_round(tmp_path):
+    """A crash inside a video leaves no round_000 folder at all; the resumed run publishes the whole round."""
+    store, data = PseudoLabelStore(tmp_path), collection()
+    with pytest.raises(KeyboardInterrupt):
+        generate_pseudo_labels(data, store, 0, RampLabeler(fail_after=7), progress=False)
+    assert _visible(tmp_path) == [] and store.rounds() == [] and store.latest_round() is None
+    with pytest.raises(FileNotFoundError):
+        store.mask_provider(0)
+    generate_pseudo_labels(data, store, 0, RampLabeler(), progress=False)
+    assert _visible(tmp_path) == ["round_000"] and sorted(p.name for p in tmp_path.iterdir()) == ["round_000"]
+    assert sorted(p.name for p in (tmp_path / "round_000").iterdir()) == ["manifest.json", "vid0", "vid1", "vid2"]
+    assert all(store.frames(0, f"vid{v}") == list(range(5)) for v in range(3))
+
+
+def test_failed_overwrite_keeps_the_old_complete_round(tmp_path):
+    """``overwrite=True`` that dies part-way leaves the previous complete round readable and unchanged."""
+    store, data = PseudoLabelStore(tmp_path), collection()
+    generate_pseudo_labels(data, store, 0, RampLabeler(), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        generate_pseudo_labels(data, store, 0, RampLabeler(fail_after=7, offset=0.5), progress=False, overwrite=True)
+    assert store.rounds() == [0] and store.manifest(0)["labeler"] == {"type": "ramp", "offset": 0.0}
+    assert store.read(0, "vid2", 4)[0, 0] == pytest.approx(0.4, abs=1 / 255)
+    generate_pseudo_labels(data, store, 0, RampLabeler(offset=0.5), progress=False, overwrite=True)
+    assert store.read(0, "vid2", 4)[0, 0] == pytest.approx(0.9, abs=1 / 255)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["round_000"]
+
+
+def test_stale_temporaries_of_a_killed_run_are_cleaned_on_the_next_run(tmp_path):
+    """Leftovers of kills at each step of publishing a round are resolved by the next begin_round."""
+    store, data = PseudoLabelStore(tmp_path), collection(n_videos=1)
+    generate_pseudo_labels(data, store, 0, RampLabeler(), progress=False)
+    (tmp_path / ".round_000.old-0123abcd").mkdir()  # killed after the new round 0 was moved into place
+    store.begin_round(1, {"type": "ramp", "offset": 0.0})
+    (store.staging_dir(1) / "vid0").mkdir()
+    (store.staging_dir(1) / "vid0" / ".00000.png.0123456789ab.tmp").write_bytes(b"\x89PNG half")
+    (store.staging_dir(1) / ".manifest.json.0123456789ab.tmp").write_text("{")
+    generate_pseudo_labels(data, store, 1, RampLabeler(), progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["round_000", "round_001"]
+    assert not list(tmp_path.rglob("*.tmp")) and store.rounds() == [0, 1]
+
+
+def test_a_round_killed_while_being_moved_into_place_is_recovered(tmp_path):
+    """Killed between finishing the manifest and the folder move, or between the two renames of a replace."""
+    store, data = PseudoLabelStore(tmp_path), collection(n_videos=1)
+    generate_pseudo_labels(data, store, 0, RampLabeler(), progress=False)
+    (tmp_path / "round_000").rename(store.staging_dir(0))  # finished manifest, not yet moved
+    assert store.rounds() == []
+    store.clean_stale()
+    assert store.rounds() == [0] and not store.staging_dir(0).exists()
+    (tmp_path / "round_000").rename(tmp_path / ".round_000.old-0badc0de")  # old copy moved aside, new one lost
+    store.clean_stale()
+    assert store.rounds() == [0] and sorted(p.name for p in tmp_path.iterdir()) == ["round_000"]
+
+
+def test_unfinished_round_of_the_old_layout_is_resumed(tmp_path):
+    """A ``round_000`` without ``complete`` (written before rounds were staged) is resumed, not listed."""
+    store, data = PseudoLabelStore(tmp_path), collection()
+    with pytest.raises(KeyboardInterrupt):
+        generate_pseudo_labels(data, store, 0, RampLabeler(fail_after=7), progress=False)
+    store.staging_dir(0).rename(tmp_path / "round_000")
+    assert store.rounds() == [] and store.latest_round() is None
+    resumed = RampLabeler()
+    generate_pseudo_labels(data, store, 0, resumed, progress=False)
+    assert resumed.calls == 10 and store.rounds() == [0]
