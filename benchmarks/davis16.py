@@ -21,13 +21,14 @@ annotation), which are scored with the official-parity evaluator (``selfvos.eval
   any relabeling; a resumable checkpoint folder).
 Published figures for reference: MuG zero-shot J&F 59.1, one-shot 64.7 (all 20 val sequences); first-frame
 copy 33.2 on val-dev. Writes ``benchmarks/results/davis16.json`` and prints a table; the default zero-shot and
-one-shot rows also go to ``davis16_model_card.json`` for ``selfvos push --benchmark-json``.
+one-shot rows also go to ``davis16_model_card.json`` for ``selfvos push --benchmark-json``. Every row records
+``weights_sha256``, the SHA-256 of the model.safetensors it was measured on (``None`` for the model-free floors),
+so the card of other weights refuses these numbers.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import sys
 import tempfile
@@ -35,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
-from selfvos.eval.runner import load_model, print_table, run_variant, wanted
+from selfvos.eval.runner import load_model, print_table, row_weights, run_variant, wanted, weights_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data" / "davis2016-val-dev"
@@ -89,9 +90,10 @@ CARD_ROWS = {"zero-shot (default, online)": "zero-shot-vos", "one-shot (model fe
 
 def card_results(results: Dict[str, Dict[str, Any]], command: str) -> list:
     """The default zero-shot and one-shot rows in the model-card format of ``selfvos.hub.card``
-    (``selfvos push --benchmark-json``)."""
+    (``selfvos push --benchmark-json``), each with the ``weights_sha256`` it was measured on."""
     return [{"task": task, "dataset": "DAVIS-2016", "split": "val-dev (4 sequences, 854x480)",
-             "metrics": {k: round(results[name][k], 2) for k in ("J&F", "J", "F")}, "command": command}
+             "metrics": {k: round(results[name][k], 2) for k in ("J&F", "J", "F")}, "command": command,
+             "weights_sha256": results[name]["weights_sha256"]}
             for name, task in CARD_ROWS.items() if name in results]
 
 
@@ -110,6 +112,7 @@ def main(argv=None) -> int:
         return 0
     import torch
 
+    from selfvos.atomic import atomic_write_json
     from selfvos.data.sources import open_source
 
     torch.set_num_threads(2)
@@ -121,9 +124,11 @@ def main(argv=None) -> int:
         checkpoint = str(run_pretraining(load_yaml(PretrainConfig, args.config)))
     if not checkpoint:
         parser.error("give --checkpoint or --pretrain")
-    models = {"bootstrapped": load_model(checkpoint, args.config)}
+    specs = {"bootstrapped": checkpoint}
     if args.no_bootstrap_checkpoint:
-        models["no bootstrapping"] = load_model(args.no_bootstrap_checkpoint, args.config)
+        specs["no bootstrapping"] = args.no_bootstrap_checkpoint
+    models = {name: load_model(spec, args.config) for name, spec in specs.items()}
+    digests = {name: weights_sha256(spec) for name, spec in specs.items()}  # the weights each row is measured on
     collection = open_source(f"davis:{DATA}")
     results: Dict[str, Dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,22 +140,23 @@ def main(argv=None) -> int:
                     continue  # the others do not depend on the weights, or ablate the inference side
                 key = name if model_name == "bootstrapped" else f"{name} [{model_name}]"
                 with torch.inference_mode():
-                    results[key] = run_variant(model, collection, task, Path(tmp) / key.replace(" ", "_"), gt_dir=GT,
-                                               **settings)
+                    scores = run_variant(model, collection, task, Path(tmp) / key.replace(" ", "_"), gt_dir=GT,
+                                         **settings)
+                results[key] = {**scores, **row_weights(task, digests[model_name])}
                 r = results[key]
                 fps = f"{r['frames_per_s']:.2f}" if r["frames_per_s"] else "-"
                 print(f"{key:<52} J&F {r['J&F']:5.1f}  J {r['J']:5.1f}  F {r['F']:5.1f}  frames/s {fps}", flush=True)
     report = {"_about": {"data": "davis2016-val-dev (4 sequences, 854x480), official protocol",
                          "checkpoint": checkpoint, "no_bootstrap_checkpoint": args.no_bootstrap_checkpoint,
+                         "weights_sha256": digests,
                          "published_reference_JF": PUBLISHED, "machine": platform.platform(),
                          "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")},
               "results": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    atomic_write_json(args.out, report, sort_keys=False)
     command = "python benchmarks/davis16.py " + " ".join(argv if argv is not None else sys.argv[1:])
     card = card_results(results, command.strip())
     if card:
-        Path(args.out).with_name(Path(args.out).stem + "_model_card.json").write_text(json.dumps(card, indent=2))
+        atomic_write_json(Path(args.out).with_name(Path(args.out).stem + "_model_card.json"), card, sort_keys=False)
     print_table(results)
     print(f"published (all 20 val): MuG zero-shot 59.1, one-shot 64.7; first-frame copy on val-dev 33.2\nwrote {args.out}")
     return 0

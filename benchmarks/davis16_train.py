@@ -15,13 +15,12 @@ better here than on val-dev: train is 240p upsampled to the 480p working size).
 fields at their defaults or at the ``--base FIELD=V`` changes (a one-at-a-time sweep:
 ``--vary topk=5,20 --vary temperature=0.05,0.1 --only =``; ``--only =`` keeps the swept variants only).
 Frames are 240p (one-shot encodes them at the default short side 480 like val; zero-shot at most 432 px
-wide). Writes ``benchmarks/results/<task>_train.json`` (``zero_shot_train.json``, ``one_shot_train.json``)
-and prints a table.
+wide). Writes ``benchmarks/results/<task>_train.json`` (``zero_shot_train.json``, ``one_shot_train.json``;
+every row records ``weights_sha256``, the SHA-256 of the model.safetensors it was measured on) and prints a table.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
-from selfvos.eval.runner import load_model, print_table, run_variant, wanted
+from selfvos.eval.runner import load_model, print_table, row_weights, run_variant, wanted, weights_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "recipes" / "configs" / "mug_davis16_cpu.yaml"
@@ -112,26 +111,29 @@ def main(argv=None) -> int:
         return 0
     import torch
 
+    from selfvos.atomic import atomic_write_json
     from selfvos.data.sources import open_source
 
     every = args.every or DEFAULT_EVERY[args.task]
     out = Path(args.out or RESULTS / f"{args.task.replace('-', '_')}_train.json")
     torch.set_num_threads(2)
     model = load_model(args.checkpoint, args.config)
+    digest = weights_sha256(args.checkpoint)
     collection = [v for i, v in enumerate(open_source(f"davis:{TRAIN}")) if i % every == 0]
     results: Dict[str, Dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
         for name, settings in {**variants(args.task), **swept_variants(args.task, args.vary, args.base)}.items():
             if not wanted(name, args.only):
                 continue
-            results[name] = run_variant(model, collection, args.task, Path(tmp) / str(len(results)),
-                                        gt_dir=TRAIN / "Annotations", **settings)
+            scores = run_variant(model, collection, args.task, Path(tmp) / str(len(results)),
+                                 gt_dir=TRAIN / "Annotations", **settings)
+            results[name] = {**scores, **row_weights(args.task, digest)}
             print(f"{name:<44} J&F {results[name]['J&F']:5.1f}", flush=True)
     report = {"_about": {"data": f"davis2016-train-240p, one sequence in {every} ({len(collection)}), "
                                  f"{args.task}, official protocol", "checkpoint": args.checkpoint,
+                         "weights_sha256": digest,
                          "machine": platform.platform(), "date": time.strftime("%Y-%m-%d")}, "results": results}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
+    atomic_write_json(out, report, sort_keys=False)
     print_table(results)
     print(f"wrote {out}")
     return 0

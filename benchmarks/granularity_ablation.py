@@ -12,13 +12,13 @@ that every variant trains on identical labels. Variants: all four objectives, an
 matching / memory. Scored per variant (official protocol, ``selfvos.eval``): zero-shot with the default
 ``ZeroShotConfig`` (frame head + motion cue + guarded GrabCut + EMA), the frame head alone (what the
 objectives themselves learned for zero-shot), and one-shot label propagation on the model features.
-Writes ``benchmarks/results/granularity_ablation.json`` and prints a table.
+Writes ``benchmarks/results/granularity_ablation.json`` (every row records ``weights_sha256``, the SHA-256 of the
+model.safetensors it was measured on) and prints a table.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import sys
 import tempfile
@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
-from selfvos.eval.runner import EARLY_ONE_SHOT, print_columns, run_variant, wanted
+from selfvos.eval.runner import EARLY_ONE_SHOT, print_columns, run_variant, wanted, weights_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "recipes" / "configs" / "mug_davis16_cpu.yaml"
@@ -66,6 +66,7 @@ def main(argv=None) -> int:
     import torch
 
     import selfvos
+    from selfvos.atomic import atomic_write_json
     from selfvos.data.sources import open_source
     from selfvos.inference.one_shot import OneShotConfig
     from selfvos.inference.zero_shot import ZeroShotConfig
@@ -87,7 +88,8 @@ def main(argv=None) -> int:
         train_s = None if reused else time.perf_counter() - start
         torch.set_num_threads(2)  # the trainer may have changed it
         model = selfvos.from_pretrained(folder).eval()
-        row: Dict[str, Any] = {"checkpoint": str(folder), "train_seconds": train_s, "reused_finished_run": reused}
+        row: Dict[str, Any] = {"checkpoint": str(folder), "weights_sha256": weights_sha256(folder),
+                               "train_seconds": train_s, "reused_finished_run": reused}
         with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
             for task_name, (task, settings) in tasks.items():
                 scores = run_variant(model, collection, task, Path(tmp) / task_name.replace(" ", "_"),
@@ -99,8 +101,7 @@ def main(argv=None) -> int:
                          "steps": args.steps, "store": str(store), "config": str(CONFIG.relative_to(REPO)),
                          "machine": platform.platform(), "date": time.strftime("%Y-%m-%d")},
               "results": results}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(report, indent=2))
+    atomic_write_json(args.out, report, sort_keys=False)
     print_columns(results, tasks, "variant")
     print(f"J&F on davis2016-val-dev after {args.steps} pretraining steps per variant\nwrote {args.out}")
     return 0

@@ -8,11 +8,12 @@ davis2016-val-dev (854x480), beside label propagation on the same pretrained bac
     python benchmarks/heads_davis16.py --head stm --mug runs/mug_davis16_cpu/model
 
 Rows accumulate in ``benchmarks/results/heads_davis16.json`` keyed by (head, init), so each later head adds
-its rows. Every row records the weights it was measured on (path + SHA-256 of model.safetensors), the
-fine-tuning budget (steps, wall-clock minutes on this machine), the best J&F on the held-out DAVIS-2016 train
-videos (the checkpoint choice: never val-dev) and val-dev J&F / J / F / frames per second. Published figures
-for orientation: OSVOS 81.2 J&F on davis2016-val-dev; STM 89.4 J&F on all 20 DAVIS-2016 val sequences
-(ImageNet + static images + YouTube-VOS, 480p, days of GPU training).
+its rows. Every row records the weights it was measured on (path + ``weights_sha256``, the SHA-256 of
+model.safetensors, so that ``selfvos push --benchmark-json`` puts a row only on the card of those weights), what
+it measured (task, dataset, split), the fine-tuning budget (steps, wall-clock minutes on this machine), the best
+J&F on the held-out DAVIS-2016 train videos (the checkpoint choice: never val-dev) and val-dev J&F / J / F /
+frames per second. Published figures for orientation: OSVOS 81.2 J&F on davis2016-val-dev; STM 89.4 J&F on all
+20 DAVIS-2016 val sequences (ImageNet + static images + YouTube-VOS, 480p, days of GPU training).
 
 Equal budget: the same recipe, steps, data, clips and seed; the pretrained run keeps the recipe's frozen
 BatchNorm statistics (STM's practice), the scratch run trains them (random statistics would be no
@@ -21,7 +22,6 @@ normalisation at all).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import platform
 import sys
@@ -35,14 +35,27 @@ VAL_DEV = REPO.parent / "shared" / "data" / "davis2016-val-dev"
 OUT = REPO / "benchmarks" / "results" / "heads_davis16.json"
 CONFIGS = {"stm": REPO / "recipes" / "configs" / "finetune" / "stm_davis16.yaml"}
 PUBLISHED = {"OSVOS (val-dev, published masks)": 81.2, "STM (all 20 val sequences, published)": 89.4}
+MEASURED = {"task": "one-shot-vos", "dataset": "DAVIS-2016", "split": "val-dev (4 sequences, 854x480)"}
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def head_row(head: str, checkpoint: Path, record: Dict[str, Any], chosen: Dict[str, Any], scores: Dict[str, Any],
+             max_side: int) -> Dict[str, Any]:
+    """The result row of a fine-tuned head: what was measured on which weights (``weights_sha256``), its
+    training record (init, steps), the checkpoint choice (``best.json``) and the scores."""
+    from selfvos.eval.runner import weights_sha256
+
+    return {"head": head, **MEASURED, "init": record.get("init") or "scratch", "checkpoint": str(checkpoint),
+            "weights_sha256": weights_sha256(checkpoint), "steps": record["step"], "best_step": chosen["step"],
+            "heldout_train_JF": chosen["value"], "max_side": max_side,
+            "config": str(CONFIGS[head].relative_to(REPO)), **scores}
+
+
+def baseline_row(checkpoint: str, scores: Dict[str, Any]) -> Dict[str, Any]:
+    """The result row of label propagation on the MuG backbone ``checkpoint`` (no head)."""
+    from selfvos.eval.runner import weights_sha256
+
+    return {"head": "label propagation", **MEASURED, "checkpoint": checkpoint,
+            "weights_sha256": weights_sha256(checkpoint), **scores}
 
 
 def finetune(head: str, init: str, output_dir: Path, overrides: list) -> float:
@@ -108,10 +121,7 @@ def main(argv=None) -> int:
             model = selfvos.from_pretrained(best).eval()
             scores = score(model, collection, Path(tmp) / label, max_side=args.max_side)
             key = f"{args.head}, init {label}"
-            row = {"head": args.head, "init": record["init"], "checkpoint": str(best),
-                   "weights_sha256": sha256(best / "model.safetensors"), "steps": record["step"],
-                   "best_step": chosen["step"], "heldout_train_JF": chosen["value"], "max_side": args.max_side,
-                   "config": str(CONFIGS[args.head].relative_to(REPO)), **scores}
+            row = head_row(args.head, best, record, chosen, scores, args.max_side)
             if label in minutes:
                 row["finetune_minutes"] = minutes[label]
             elif key in report["rows"] and report["rows"][key].get("weights_sha256") == row["weights_sha256"]:
@@ -120,9 +130,7 @@ def main(argv=None) -> int:
         if not args.no_baseline:
             mug = selfvos.from_pretrained(args.mug).eval()
             scores = score(mug, collection, Path(tmp) / "lp")
-            report["rows"]["label propagation on the MuG backbone (no head)"] = {
-                "head": "label propagation", "checkpoint": args.mug,
-                "weights_sha256": sha256(Path(args.mug) / "model.safetensors"), **scores}
+            report["rows"]["label propagation on the MuG backbone (no head)"] = baseline_row(args.mug, scores)
     report["command"] = "python benchmarks/heads_davis16.py " + " ".join(argv if argv is not None else sys.argv[1:])
     from selfvos.atomic import atomic_write_json
 

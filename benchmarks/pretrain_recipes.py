@@ -12,7 +12,8 @@ the table was started, without flip averaging, radius 12, 5 previous frames) on 
 were chosen; its human masks only score); rows added with ``--update`` are scored the same way. A model is an
 exported folder (``selfvos.from_pretrained``) or a resumable ``step_XXXXXXX`` checkpoint of a run of
 ``--config``. ``--update`` keeps the rows of models not named in this call. Writes
-``benchmarks/results/pretrain_recipes.json`` and prints a table.
+``benchmarks/results/pretrain_recipes.json`` (every row records ``weights_sha256``, the SHA-256 of the
+model.safetensors it was measured on) and prints a table.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
-from selfvos.eval.runner import EARLY_ONE_SHOT, load_model, print_columns, run_variant
+from selfvos.eval.runner import EARLY_ONE_SHOT, load_model, print_columns, run_variant, weights_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "recipes" / "configs" / "mug_davis16_cpu.yaml"
@@ -82,7 +83,8 @@ def main(argv=None) -> int:
     for name, path in args.model:
         model = load_model(str(path), args.config)
         with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-            results[name] = {"model": str(path), **evaluate(model, val, train, Path(tmp))}
+            results[name] = {"model": str(path), "weights_sha256": weights_sha256(str(path)),
+                             **evaluate(model, val, train, Path(tmp))}
         print(name, " ".join(f"{t} {results[name][t]['J&F']:.1f}" for t in TASKS), flush=True)
     report = {"_about": {"data": "davis2016-val-dev (4 sequences, 854x480) and davis2016-train-240p (every 3rd "
                                  "sequence), default ZeroShotConfig, OneShotConfig(**EARLY_ONE_SHOT), "

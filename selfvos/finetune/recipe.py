@@ -47,28 +47,31 @@ def head_architecture(cfg: FinetuneConfig) -> str:
     return HeadConfig.get_choice_name(type(cfg.model))
 
 
-def training_record(cfg: FinetuneConfig, train: VideoCollection, held: VideoCollection,
-                    init_summary: str, step: int) -> Dict[str, Any]:
-    """What ``training.json`` beside the exported weights says (read by the model card)."""
-    from selfvos.config import to_dict
+RECIPE = "recipes/finetune.py"
 
-    return {"recipe": "recipes/finetune.py", "architecture": head_architecture(cfg), "step": step,
-            "datasets": list(cfg.data.sources), "train_videos": train.names, "validation_videos": held.names,
-            "init": cfg.init or "scratch", "init_report": init_summary, "config": to_dict(cfg)}
+
+def write_record(folder: Path, cfg: FinetuneConfig, train: VideoCollection, held: VideoCollection,
+                 init_summary: str, step: int) -> Path:
+    """Write ``training.json`` beside the exported weights in ``folder`` (read by the model card): recipe, data,
+    config, init and the fingerprints of the init and of ``folder``'s weights, plus the fine-tuning facts."""
+    from selfvos.hub.record import write_training_record
+
+    return write_training_record(folder, recipe=RECIPE, data=cfg.data.sources, config=cfg, init=cfg.init,
+                                 architecture=head_architecture(cfg), step=step, train_videos=train.names,
+                                 validation_videos=held.names, init_report=init_summary)
 
 
 def run_finetune(cfg: FinetuneConfig) -> Path:
     """Fine-tune ``cfg.model`` on ``cfg.data``; returns the exported model folder."""
     from accelerate.utils import set_seed
 
-    from selfvos.atomic import atomic_write_text
     from selfvos.backbones.init import init_backbones
     from selfvos.config import to_dict
     from selfvos.data.augment import SupervisedAugment
     from selfvos.data.pseudo_video import PseudoVideoDataset
     from selfvos.data.sampling import SkipCurriculum
     from selfvos.data.supervised import SupervisedClipDataset, collate_objects
-    from selfvos.engine.callbacks import EvalCallback
+    from selfvos.engine.callbacks import BEST_NAME, EvalCallback
     from selfvos.engine.trainer import Trainer, build_accelerator
     from selfvos.finetune.losses import SegmentationLoss
     from selfvos.finetune.stages import StagedDataset, StageSchedule
@@ -105,17 +108,15 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
         callbacks.append(EvalCallback(evaluate, every=cfg.eval.every, metric="J&F", mode="max"))
     trainer = Trainer(model, dataset, cfg.train, objective=SegmentationLoss(cfg.loss), collate_fn=collate_objects,
                       callbacks=callbacks, run_config={k: v for k, v in to_dict(cfg).items() if k != "train"})
-    trainer.train()
-    out = Path(cfg.train.output_dir) / "model"
-    if accelerator.is_main_process:
-        record = training_record(cfg, train_videos, held_videos, init_summary, trainer.state.step)
-        trained = accelerator.unwrap_model(trainer.module).model
-        trained.save_pretrained(out)
-        atomic_write_text(out / "training.json", json.dumps(record, indent=2, default=str) + "\n")
-        best = Path(cfg.train.output_dir) / "best"
-        if best.is_dir():
-            atomic_write_text(best / "training.json", json.dumps(record, indent=2, default=str) + "\n")
-        log.info("exported the fine-tuned %s to %s", head_architecture(cfg), out)
-    accelerator.wait_for_everyone()
-    trainer.close()
+    with trainer:  # the MLflow run ends FINISHED, or FAILED / KILLED when anything below raises
+        trainer.train()
+        out = trainer.export(Path(cfg.train.output_dir) / "model")  # refuses non-finite weights
+        if accelerator.is_main_process:
+            write_record(out, cfg, train_videos, held_videos, init_summary, trainer.state.step)
+            best = Path(cfg.train.output_dir) / "best"
+            if (best / BEST_NAME).is_file():  # the best weights' own record, at the step they were chosen
+                best_step = json.loads((best / BEST_NAME).read_text())["step"]
+                write_record(best, cfg, train_videos, held_videos, init_summary, best_step)
+            log.info("exported the fine-tuned %s to %s", head_architecture(cfg), out)
+        accelerator.wait_for_everyone()
     return out

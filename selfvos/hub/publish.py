@@ -4,18 +4,25 @@
 writes ``model.safetensors`` (byte copy), ``config.json`` and ``README.md`` (the model card) into a
 folder. With ``dry_run_dir`` that folder is the result; otherwise ``upload_folder`` sends it
 (``HfApi().create_repo`` + ``upload_folder``). Tests replace ``upload_folder`` with a fake.
+
+The card's numbers are bound to the weights: only benchmark results whose ``weights_sha256`` equals the
+checkpoint's are used (a file with none, or with unbound results, is refused), and the copied weights must
+still have that fingerprint. The folder is built under a sibling name and moved into place when complete.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional, Union
 
+from selfvos.atomic import staging_path
 from selfvos.errors import SelfvosInputError
 from selfvos.hub.card import render_model_card
 from selfvos.hub.files import CONFIG_NAME, is_repo_id
+from selfvos.hub.record import file_sha256, short_hash, weights_sha256
 from selfvos.hub.weights import WEIGHTS_NAME
 
 CARD_NAME = "README.md"
@@ -48,12 +55,31 @@ def build_upload_folder(
         from selfvos.hub.mixin import from_pretrained
 
         from_pretrained(checkpoint_dir, strict=True)
-    card = render_model_card(checkpoint_dir, repo_id, benchmark_json)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(checkpoint_dir / WEIGHTS_NAME, out_dir / WEIGHTS_NAME)
-    shutil.copyfile(checkpoint_dir / CONFIG_NAME, out_dir / CONFIG_NAME)
-    (out_dir / CARD_NAME).write_text(card)
+    digest = weights_sha256(checkpoint_dir)
+    card = render_model_card(checkpoint_dir, repo_id, benchmark_json, weights_digest=digest)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = staging_path(out_dir)
+    try:
+        _write_upload_files(checkpoint_dir, staging, card, digest)
+        if out_dir.exists():
+            out_dir.rmdir()  # new or empty (checked above)
+        os.replace(staging, out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return sorted(p.name for p in out_dir.iterdir())
+
+
+def _write_upload_files(checkpoint_dir: Path, folder: Path, card: str, digest: str) -> None:
+    """Copy the weights and config of ``checkpoint_dir`` into the new ``folder`` with ``card`` as README.md;
+    refuses weights whose copy no longer has the fingerprint ``digest`` the card was written for."""
+    folder.mkdir()
+    shutil.copyfile(checkpoint_dir / WEIGHTS_NAME, folder / WEIGHTS_NAME)
+    copied = file_sha256(folder / WEIGHTS_NAME)
+    if copied != digest:
+        raise SelfvosInputError(checkpoint_dir / WEIGHTS_NAME, f"changed while the upload was prepared (weights "
+                                                               f"{short_hash(digest)}, now {short_hash(copied)})")
+    shutil.copyfile(checkpoint_dir / CONFIG_NAME, folder / CONFIG_NAME)
+    (folder / CARD_NAME).write_text(card)
 
 
 def upload_folder(

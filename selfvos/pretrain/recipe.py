@@ -12,6 +12,9 @@
 4. export the model as ``output_dir/model`` (safetensors + config.json, loadable with
    ``selfvos.from_pretrained``).
 
+A NaN/inf loss skips the update (``train.max_nonfinite_steps`` in a row stop the run); relabeling and the
+export refuse non-finite weights, and a run that raises is marked FAILED in MLflow.
+
 Resuming (``train.resume: auto``) restores the step, the round and the data position; an interrupted
 pseudo-label generation continues with the first unfinished video.
 """
@@ -91,6 +94,7 @@ def run_pretraining(cfg: PretrainConfig) -> Path:
     from selfvos.data.sources import open_source
     from selfvos.pretrain.relabel import RelabelCallback, RoundMaskProvider, make_gallery_image
     from selfvos.engine.trainer import Trainer, build_accelerator
+    from selfvos.hub.record import write_training_record
     from selfvos.pretrain import MuGModel, MuGObjective
     from selfvos.pseudo import generate_pseudo_labels
     from selfvos.pseudo.store import PseudoLabelStore
@@ -118,20 +122,21 @@ def run_pretraining(cfg: PretrainConfig) -> Path:
     relabel = RelabelCallback(cfg, collection, store, provider)
     trainer = Trainer(model, dataset, cfg.train, objective=MuGObjective(cfg.objective), callbacks=[relabel],
                       run_config={k: v for k, v in to_dict(cfg).items() if k != "train"})
-    if accelerator.is_main_process and manifest0 is not None and trainer.state.step == 0:
-        quality = (manifest0.get("quality") or {}).get("mean_j")
-        if quality is not None:
-            trainer.tracker.log_metrics({"round/pseudo_mask_J": quality}, step=0)
-        image = make_gallery_image(collection, store, 0, cfg.pseudo.gallery_videos)
-        trainer.tracker.log_image(image, "pseudo_labels/round_000.png")
-    while trainer.state.round < cfg.bootstrap.rounds and trainer.state.step < cfg.train.max_steps:
-        provider.round = trainer.state.round
-        log.info("round %d: training on pseudo-label round %d", trainer.state.round, provider.round)
-        trainer.train(cfg.steps_per_round)
-    out = Path(cfg.train.output_dir) / "model"
-    if accelerator.is_main_process:
-        accelerator.unwrap_model(trainer.module).model.save_pretrained(out)
-        log.info("exported the pretrained model to %s", out)
-    accelerator.wait_for_everyone()
-    trainer.close()
+    with trainer:  # the MLflow run ends FINISHED, or FAILED / KILLED when anything below raises
+        if accelerator.is_main_process and manifest0 is not None and trainer.state.step == 0:
+            quality = (manifest0.get("quality") or {}).get("mean_j")
+            if quality is not None:
+                trainer.tracker.log_metrics({"round/pseudo_mask_J": quality}, step=0)
+            image = make_gallery_image(collection, store, 0, cfg.pseudo.gallery_videos)
+            trainer.tracker.log_image(image, "pseudo_labels/round_000.png")
+        while trainer.state.round < cfg.bootstrap.rounds and trainer.state.step < cfg.train.max_steps:
+            provider.round = trainer.state.round
+            log.info("round %d: training on pseudo-label round %d", trainer.state.round, provider.round)
+            trainer.train(cfg.steps_per_round)
+        out = trainer.export(Path(cfg.train.output_dir) / "model")  # refuses non-finite weights
+        if accelerator.is_main_process:
+            write_training_record(out, recipe="recipes/mug_pretrain.py", data=[cfg.data.source], config=cfg,
+                                  step=trainer.state.step, rounds=trainer.state.round, videos=collection.names,
+                                  pseudo_label_store=str(cfg.store_dir))
+            log.info("exported the pretrained model to %s", out)
     return out

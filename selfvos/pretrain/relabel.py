@@ -3,7 +3,8 @@
 :class:`RoundMaskProvider` serves the clip sampler the pseudo-masks of the current round;
 :class:`RelabelCallback` runs at the end of every training round: the main process relabels every video with
 the trained model into the next store round (resumable, atomic), logs its quality and a gallery to MLflow,
-and all processes move on to that round together.
+and all processes move on to that round together. A model holding NaN/inf weights is refused
+(``NonFiniteWeightsError``) before a single mask is written.
 """
 from __future__ import annotations
 
@@ -65,6 +66,9 @@ class RelabelCallback(Callback):
             return
         acc = trainer.accelerator
         acc.wait_for_everyone()
+        # a NaN model would write a whole round of garbage masks that the next round then trains on
+        trainer.check_finite_weights(self.store.round_dir(round_index + 1), f"relabel round {round_index + 1}",
+                                     acc.unwrap_model(trainer.module).model)
         if acc.is_main_process:
             target = round_index + 1
             if self.store.latest_round() is not None and target in self.store.rounds() and \

@@ -10,6 +10,7 @@ from huggingface_hub import ModelCard
 from selfvos.errors import SelfvosInputError
 from selfvos.hub import load_benchmarks, render_model_card
 from selfvos.hub.papers import BIBTEX, describe
+from selfvos.hub.record import weights_sha256
 
 BENCHMARK = {
     "task": "zero-shot-vos",
@@ -27,7 +28,7 @@ def front_matter(card: str) -> dict:
 
 def test_card_with_benchmark_has_model_index_and_table(tmp_path, checkpoint):
     bench = tmp_path / "bench.json"
-    bench.write_text(json.dumps(BENCHMARK))
+    bench.write_text(json.dumps({**BENCHMARK, "weights_sha256": weights_sha256(checkpoint)}))  # measured on these
     card = render_model_card(checkpoint, "org/tiny-net", bench)
     meta = front_matter(card)
     assert meta["library_name"] == "selfvos" and meta["license"] == "apache-2.0"

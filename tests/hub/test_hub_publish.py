@@ -11,6 +11,7 @@ import selfvos
 from selfvos.cli import main
 from selfvos.errors import SelfvosInputError
 from selfvos.hub import publish
+from selfvos.hub.record import weights_sha256
 
 EXPECTED_FILES = ["README.md", "config.json", "model.safetensors"]
 
@@ -45,7 +46,7 @@ def test_dry_run_writes_exactly_the_upload_folder(tmp_path, checkpoint, segmente
 def test_push_calls_the_upload_with_weights_config_and_card(tmp_path, checkpoint, fake_upload, capsys):
     bench = tmp_path / "bench.json"
     bench.write_text(json.dumps({"task": "one-shot-vos", "dataset": "DAVIS-2017", "split": "val",
-                                 "metrics": {"J&F": 12.5}}))
+                                 "metrics": {"J&F": 12.5}, "weights_sha256": weights_sha256(checkpoint)}))
     argv = ["push", "--checkpoint", str(checkpoint), "--repo-id", "org/tiny", "--private",
             "--revision", "exp1", "--benchmark-json", str(bench)]
     assert main(argv) == 0
