@@ -29,7 +29,10 @@ import logging
 import math
 import os
 import shutil
+import signal
+import threading
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -118,6 +121,25 @@ def freeze_batchnorm(module: nn.Module) -> int:
         layer.eval()
         layer.register_forward_pre_hook(_keep_eval)
     return len(layers)
+
+
+@contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """While the block runs, SIGTERM raises ``KeyboardInterrupt`` (as Ctrl-C does) instead of ending the process
+    at once, so the run is closed as KILLED and the CLI ends with its one error line; only in the main thread
+    (where Python delivers signals), the previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_status(err: BaseException) -> str:
@@ -284,10 +306,12 @@ class Trainer:
         """Train until ``round_start + num_steps`` (or ``max_steps``), then end the round; returns the last metrics.
 
         An exception leaving it (:class:`TrainingDiverged`, an interrupt, a crash) first marks the MLflow
-        run FAILED (KILLED for an interrupt).
+        run FAILED (KILLED for an interrupt). SIGTERM (a job scheduler's stop, ``accelerate launch`` stopping the
+        other processes) counts as an interrupt while it runs.
         """
         try:
-            return self._train(num_steps)
+            with terminate_as_interrupt():
+                return self._train(num_steps)
         except BaseException as err:
             self.tracker.finish(run_status(err))
             raise

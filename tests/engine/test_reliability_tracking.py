@@ -3,6 +3,7 @@ off), crashed runs are marked FAILED / KILLED, and steps re-done after a resume 
 from __future__ import annotations
 
 import os
+import signal
 import time
 
 import pytest
@@ -138,3 +139,24 @@ def test_a_tracking_uri_mlflow_does_not_know_is_one_warning(caplog):
     assert not tracker.enabled and tracker.run_id == ""
     [message] = unreachable_warnings(caplog)
     assert message.startswith("tracking server nosuchscheme://host/db unreachable (could not connect: ")
+
+
+class Terminate(Callback):
+    """Sends this process SIGTERM (what a job scheduler or ``accelerate launch`` does) at ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer, metrics):
+        if trainer.state.step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_marks_the_run_killed_and_restores_the_handler(tmp_path, uri):
+    before = signal.getsignal(signal.SIGTERM)
+    trainer = toy_trainer(tmp_path / "out", [Terminate(2)], max_steps=6, tracking_uri=uri)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        trainer.train()
+    assert trainer.state.step == 2
+    assert MlflowClient(tracking_uri=uri).get_run(trainer.state.run_id).info.status == "KILLED"
+    assert signal.getsignal(signal.SIGTERM) is before
