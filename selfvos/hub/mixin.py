@@ -191,8 +191,8 @@ class SelfvosModelMixin:
                 "load it with selfvos.from_pretrained",
             )
         model_class = cls if own is not None else _architecture_class(architecture, config_path)
-        model = _build(model_class, config_dict, config_path, strict)
         weights = resolve_file(path_or_repo_id, WEIGHTS_NAME, **where)
+        model = _build(model_class, config_dict, config_path, strict, weights)
         load_weights(model, weights, strict=strict, allow_nonfinite=allow_nonfinite)
         model.to(map_location)
         model.eval()
@@ -206,9 +206,12 @@ class SelfvosModelMixin:
             return push_checkpoint(self.save_pretrained(Path(tmp) / "checkpoint"), repo_id, **kwargs).location
 
 
-def _build(model_class: type, config_dict: Dict[str, Any], config_path: Path, strict: bool) -> Any:
+def _build(model_class: type, config_dict: Dict[str, Any], config_path: Path, strict: bool,
+           weights: Optional[Path] = None) -> Any:
     """``model_class(config)`` from the ``config`` object of ``config_path``; a config that does not fit
-    (wrong type, unknown key, a value the model refuses) is a ``SelfvosInputError`` naming the file."""
+    (wrong type, unknown key, a value the model refuses) is a ``SelfvosInputError`` naming the file, and so is
+    one that describes a model far larger than the ``weights`` file beside it (checked on the meta device
+    first, so a damaged config never allocates gigabytes)."""
     try:
         config = from_dict(config_class_of(model_class), config_dict, where=str(config_path))
     except (KeyError, TypeError, ValueError) as err:
@@ -217,6 +220,8 @@ def _build(model_class: type, config_dict: Dict[str, Any], config_path: Path, st
         raise SelfvosInputError(config_path, f"config does not fit {model_class.__name__}: {problem}") from None
     building = _BUILDING_FROM_CHECKPOINT.set(strict)
     try:
+        if weights is not None:
+            _check_size(model_class, config, config_path, weights)
         return model_class(config)
     except SelfvosInputError:
         raise
@@ -226,6 +231,22 @@ def _build(model_class: type, config_dict: Dict[str, Any], config_path: Path, st
         ) from None
     finally:
         _BUILDING_FROM_CHECKPOINT.reset(building)
+
+
+def _check_size(model_class: type, config: Any, config_path: Path, weights: Path) -> None:
+    """Refuse a config whose model needs more than twice the bytes of the weights file (+1 MiB): built on the
+    meta device, nothing is allocated; a model that cannot be built there is left to the real build."""
+    try:
+        with torch.device("meta"):
+            probe = model_class(config)
+    except Exception:
+        return
+    need = sum(t.numel() * t.element_size() for t in probe.state_dict().values())
+    have = Path(weights).stat().st_size
+    if need > 2 * have + (1 << 20):
+        raise SelfvosInputError(
+            config_path, f"describes a {model_class.__name__} of {need / 2**20:.1f} MiB of tensors but "
+            f"{Path(weights).name} holds {have / 2**20:.1f} MiB: config and weights do not belong together")
 
 
 def remove_stale_staging(target: Path) -> List[Path]:

@@ -117,3 +117,14 @@ def test_nan_weights_are_neither_saved_nor_loaded_unless_allowed(tmp_path, hub_c
         hub_classes["segmenter"].from_pretrained(folder)
     loaded = hub_classes["segmenter"].from_pretrained(folder, allow_nonfinite=True)
     assert torch.isnan(loaded.encoder[1].running_var[2])
+
+
+def test_a_config_far_larger_than_its_weights_is_refused_before_allocating(tmp_path):
+    """A damaged config.json (a width of ten million) must not try to allocate the model it describes."""
+    folder = selfvos.create_model("stm", decoder_dim=8).save_pretrained(tmp_path / "ckpt")
+    document = json.loads((folder / "config.json").read_text())
+    document["config"]["decoder_dim"] = 10_000_000
+    (folder / "config.json").write_text(json.dumps(document))
+    with pytest.raises(SelfvosInputError, match="config and weights do not belong together") as err:
+        selfvos.from_pretrained(folder)
+    assert str(err.value).startswith(str(folder / "config.json"))
