@@ -8,7 +8,10 @@ One item of :class:`ClipDataset` (the default collate adds the leading ``B``):
   ``"ref_masks"`` float32 (R, 1, H, W); ``"ref_valid"`` bool (R,);
 - ``"video_index"`` int64 (), ``"frame_indices"`` int64 (T,), ``"ref_indices"`` int64 (R,);
 - only with ``crop_views="tracking"``: ``"track_frames"`` float32 (T, 3, H, W), a close-up window of the same
-  T frames, read by the tracking objective alone.
+  T frames, read by the tracking objective alone;
+- only with ``flow``: ``"flow"`` float32 (T-1, 2, H, W), DIS optical flow from each clip frame to the next, in
+  pixels of ``frames`` (computed on the final, augmented frames, so it matches what the network sees), read by the
+  motion objectives (``selfvos.pretrain.flow_explanation``).
 
 Reproducibility: every random choice of item ``index`` (clip, references, augmentation) is drawn from
 ``SeedSequence([seed, epoch, index])`` and does not depend on the worker, the process or the order in which
@@ -63,6 +66,7 @@ class ClipSamplerConfig:
     crop_from: Optional[Tuple[int, int]] = None
     crop_p: float = 1.0
     crop_views: str = "all"  # "all" | "tracking"
+    flow: bool = False  # add item["flow"]: DIS flow between consecutive clip frames (set by the recipe when needed)
 
     def __post_init__(self) -> None:
         if self.num_frames < 1 or self.max_skip < 1 or self.num_refs < 0:
@@ -255,4 +259,17 @@ class ClipDataset(Dataset):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(int(np.random.SeedSequence([self.cfg.seed, self.epoch, int(index), 1]).generate_state(1)[0]))
                 item = self.augment(item)
+        if self.cfg.flow:
+            item["flow"] = clip_flow(item["frames"])
         return item
+
+
+def clip_flow(frames: torch.Tensor, preset: str = "medium") -> torch.Tensor:
+    """frames (T, 3, H, W) float in [0, 1] -> (T-1, 2, H, W) float32 DIS flow (dx, dy) in pixels from frame t to t+1."""
+    from selfvos.pseudo.flow import dis_flow
+
+    images = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    flows = [dis_flow(images[t], images[t + 1], preset) for t in range(len(images) - 1)]
+    if not flows:
+        return torch.zeros(0, 2, *frames.shape[-2:])
+    return torch.from_numpy(np.stack(flows)).permute(0, 3, 1, 2).contiguous()

@@ -6,11 +6,12 @@
 >>> out["loss"].backward()
 >>> step = MuGPretrainer(model, objective)   # one forward(batch) for accelerate / DDP
 
-Registered objectives: ``frame``, ``tracking``, ``matching``, ``memory`` (the single terms) and ``mug``
-(the weighted sum). See each module for the exact formulation.
+Registered objectives: ``frame``, ``tracking``, ``matching``, ``memory``, ``flow_explanation`` (the single
+terms) and ``mug`` (the weighted sum). See each module for the exact formulation.
 """
 from __future__ import annotations
 
+from selfvos.pretrain.flow_explanation import FlowExplanation, FlowExplanationConfig
 from selfvos.pretrain.frame import FrameObjective, masked_soft_bce
 from selfvos.pretrain.matching import CoAttentionMatching, MatchingConfig, TransformRegressor
 from selfvos.pretrain.memory import MemoryReader, VideoMemory
@@ -23,10 +24,11 @@ OBJECTIVES.register("frame")(FrameObjective)
 OBJECTIVES.register("tracking")(ForwardBackwardTracking)
 OBJECTIVES.register("matching")(CoAttentionMatching)
 OBJECTIVES.register("memory")(VideoMemory)
+OBJECTIVES.register("flow_explanation")(FlowExplanation)
 OBJECTIVES.register("mug")(MuGObjective)
 
 __all__ = [
     "MuGModel", "MuGConfig", "MuGObjective", "MuGPretrainer", "ObjectiveConfig", "FrameObjective", "ForwardBackwardTracking",
     "TrackingConfig", "CoAttentionMatching", "MatchingConfig", "TransformRegressor", "VideoMemory",
-    "MemoryReader", "masked_soft_bce",
+    "MemoryReader", "masked_soft_bce", "FlowExplanation", "FlowExplanationConfig",
 ]

@@ -1,6 +1,12 @@
 """MuGObjective: the weighted sum of the four granularities, with ablation switches.
 
-    L = w_frame * L_frame + beta1 * L_tracking + beta2 * L_matching + beta3 * L_memory
+    L = w_frame * L_frame + beta1 * L_tracking + beta2 * L_matching + beta3 * L_memory + w_flow * L_flow
+
+``L_flow`` (off by default) is the label-free flow-explanation objective (``selfvos.pretrain.flow_explanation``,
+Guess-What-Moves style) applied to the frame head itself: its foreground probability p and 1 - p are the two
+segments, and a quadratic motion model fitted in closed form inside each must reconstruct the clip's optical flow
+(``batch["flow"]``, ``clip.flow``), plus a temporal term between consecutive clip frames. Motion then teaches the
+frame head during training instead of being fused by hand at inference only.
 
 Weight mapping (BRIEF section 2 gives beta1 = 0.1, beta2 = 0.02, beta3 = 0.5 on the non-frame terms in
 the paper's order short-term, long-term, video; the mapping is unverified): ``tracking_weight`` = beta1,
@@ -19,13 +25,14 @@ from typing import Dict, Mapping
 import torch
 from torch import nn
 
+from selfvos.pretrain.flow_explanation import FlowExplanation, FlowExplanationConfig
 from selfvos.pretrain.frame import FrameObjective
 from selfvos.pretrain.matching import CoAttentionMatching, MatchingConfig
 from selfvos.pretrain.memory import VideoMemory
 from selfvos.pretrain.model import MuGModel
 from selfvos.pretrain.tracking import ForwardBackwardTracking, TrackingConfig
 
-TERMS = ("frame", "tracking", "matching", "memory")
+TERMS = ("frame", "tracking", "matching", "memory", "flow_explanation")
 
 
 @dataclass
@@ -36,17 +43,25 @@ class ObjectiveConfig:
     tracking: bool = True
     matching: bool = True
     memory: bool = True
+    flow_explanation: bool = False
     frame_weight: float = 1.0
     tracking_weight: float = 0.1  # beta1
     matching_weight: float = 0.02  # beta2
     memory_weight: float = 0.5  # beta3
+    flow_explanation_weight: float = 1.0
     frame_on_refs: bool = True  # also supervise rho on reference frames that have a pseudo-mask
     tracking_cfg: TrackingConfig = field(default_factory=TrackingConfig)
     matching_cfg: MatchingConfig = field(default_factory=MatchingConfig)
+    # the two segments are the frame head's p and 1 - p: ordered, so frame t+1 is compared channel by channel;
+    # the error is divided by each image's flow variance, so the term is scale-free (about 0.2 at 128x224 on
+    # DAVIS-2016 train, the size of the frame BCE) where GWM's plain px^2 gives about 5.5
+    flow_explanation_cfg: FlowExplanationConfig = field(
+        default_factory=lambda: FlowExplanationConfig(temporal_matching="identity", normalization="variance"))
 
     def weights(self) -> Dict[str, float]:
         return {"frame": self.frame_weight, "tracking": self.tracking_weight,
-                "matching": self.matching_weight, "memory": self.memory_weight}
+                "matching": self.matching_weight, "memory": self.memory_weight,
+                "flow_explanation": self.flow_explanation_weight}
 
     def enabled(self) -> Dict[str, bool]:
         return {name: bool(getattr(self, name)) for name in TERMS}
@@ -70,6 +85,7 @@ class MuGObjective(nn.Module):
         self.tracking_objective = ForwardBackwardTracking(self.config.tracking_cfg)
         self.matching_objective = CoAttentionMatching(self.config.matching_cfg)
         self.memory_objective = VideoMemory()
+        self.flow_objective = FlowExplanation(self.config.flow_explanation_cfg)
 
     def forward(self, model: MuGModel, batch: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         cfg = self.config
@@ -83,8 +99,9 @@ class MuGObjective(nn.Module):
 
         terms: Dict[str, torch.Tensor] = {}
         extras: Dict[str, torch.Tensor] = {}
+        frame_logits = model.frame_logits(feats) if on["frame"] or on["flow_explanation"] else None
         if on["frame"]:
-            loss = self.frame_objective(model.frame_logits(feats), batch["pseudo_masks"], batch["mask_valid"])
+            loss = self.frame_objective(frame_logits, batch["pseudo_masks"], batch["mask_valid"])
             if ref_feats is not None and cfg.frame_on_refs and "ref_masks" in batch:
                 ref_loss = self.frame_objective(model.frame_logits(ref_feats), batch["ref_masks"], batch["ref_valid"])
                 n_frames = batch["mask_valid"].sum()
@@ -104,6 +121,12 @@ class MuGObjective(nn.Module):
                 raise ValueError("the memory objective needs reference frames: batch['refs'] is missing or empty")
             terms["memory"] = self.memory_objective(model, feats, ref_feats, batch["pseudo_masks"], batch["mask_valid"])
 
+        if on["flow_explanation"]:
+            out = self.flow_explanation(frame_logits, batch)
+            terms["flow_explanation"] = out["loss"]
+            extras["flow_reconstruction"] = out["flow_reconstruction"].detach()
+            extras["flow_temporal"] = out["temporal"].detach()
+
         weights = cfg.weights()
         total = sum(weights[name] * value for name, value in terms.items())
         zero = frames.new_zeros(())
@@ -111,6 +134,18 @@ class MuGObjective(nn.Module):
         result.update({name: terms[name].detach() if name in terms else zero for name in TERMS})
         result.update(extras)
         return result
+
+    def flow_explanation(self, frame_logits: torch.Tensor, batch: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The flow-explanation terms of the frame head: logits (B, T, 1, h, w), ``batch["flow"]`` (B, T-1, 2, H, W)."""
+        flow = batch.get("flow")
+        if flow is None:
+            raise ValueError("the flow_explanation objective needs batch['flow']: set clip.flow (the recipe does)")
+        if frame_logits.shape[1] < 2:
+            raise ValueError("the flow_explanation objective needs clips of at least 2 frames (clip.num_frames)")
+        p = torch.sigmoid(frame_logits.float())
+        segments = torch.cat([p, 1.0 - p], dim=2)  # (B, T, 2, h, w): object, background
+        return self.flow_objective(segments[:, :-1].flatten(0, 1), flow.flatten(0, 1).float(),
+                                   segments[:, 1:].flatten(0, 1))
 
 
 class MuGPretrainer(nn.Module):

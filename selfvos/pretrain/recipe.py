@@ -115,6 +115,8 @@ def run_pretraining(cfg: PretrainConfig) -> Path:
 
     provider = RoundMaskProvider(store)
     augment = ClipAugment(cfg.data.augment_cfg) if cfg.data.augment else None
+    if cfg.objective.flow_explanation and not cfg.clip.flow:
+        cfg.clip.flow = True  # the motion objective reads the clips' optical flow
     dataset = ClipDataset(collection, cfg.clip, mask_provider=provider, augment=augment,
                           clips_per_video=cfg.data.clips_per_video)
     set_seed(cfg.train.seed)  # the same initial weights for the same config, whatever ran before in this process
