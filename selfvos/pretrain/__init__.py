@@ -7,7 +7,8 @@
 >>> step = MuGPretrainer(model, objective)   # one forward(batch) for accelerate / DDP
 
 Registered objectives: ``frame``, ``tracking``, ``matching``, ``memory``, ``flow_explanation`` (the single
-terms) and ``mug`` (the weighted sum). See each module for the exact formulation.
+terms), ``mug`` (the weighted sum), and the survey's motion objectives ``sfm`` (SfM-Net) and ``morel`` (Goel et
+al.), plain modules over explicit mask / motion / flow tensors. See each module for the exact formulation.
 """
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from selfvos.pretrain.frame import FrameObjective, masked_soft_bce
 from selfvos.pretrain.matching import CoAttentionMatching, MatchingConfig, TransformRegressor
 from selfvos.pretrain.memory import MemoryReader, VideoMemory
 from selfvos.pretrain.model import MuGConfig, MuGModel
+from selfvos.pretrain.morel import MORELConfig, MORELObjective
 from selfvos.pretrain.objective import MuGObjective, MuGPretrainer, ObjectiveConfig
+from selfvos.pretrain.sfm import SfMConfig, SfMObjective
 from selfvos.pretrain.tracking import ForwardBackwardTracking, TrackingConfig
 from selfvos.registry import OBJECTIVES
 
@@ -26,9 +29,12 @@ OBJECTIVES.register("matching")(CoAttentionMatching)
 OBJECTIVES.register("memory")(VideoMemory)
 OBJECTIVES.register("flow_explanation")(FlowExplanation)
 OBJECTIVES.register("mug")(MuGObjective)
+OBJECTIVES.register("sfm")(SfMObjective)
+OBJECTIVES.register("morel")(MORELObjective)
 
 __all__ = [
     "MuGModel", "MuGConfig", "MuGObjective", "MuGPretrainer", "ObjectiveConfig", "FrameObjective", "ForwardBackwardTracking",
     "TrackingConfig", "CoAttentionMatching", "MatchingConfig", "TransformRegressor", "VideoMemory",
     "MemoryReader", "masked_soft_bce", "FlowExplanation", "FlowExplanationConfig",
+    "SfMConfig", "SfMObjective", "MORELConfig", "MORELObjective",
 ]
