@@ -35,3 +35,15 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f"real data not found: {path}")
     return path
+
+
+@pytest.fixture()
+def one_thread():
+    """One torch thread for the test (tiny tensors: a second intra-op thread only adds overhead on a shared
+    CPU); the previous count is restored. Modules opt in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -90,14 +90,21 @@ def _download(
         raise SelfvosInputError(where, f"could not fetch from the Hub ({err})") from None
 
 
-def read_config(path: Path) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
-    """``config.json`` -> ``(architecture, config dict, whole document)`` with the layout checked."""
+def read_json_object(path: Path, what: str = "JSON file") -> Dict[str, Any]:
+    """The JSON object in ``path``; unreadable text, invalid JSON or another JSON type is a
+    ``SelfvosInputError`` naming the file (``what`` says what it should have been)."""
     try:
-        document = json.loads(path.read_text())
+        document = json.loads(Path(path).read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SelfvosInputError(path, f"not a readable JSON config ({err})") from None
+        raise SelfvosInputError(path, f"not a readable {what} ({err})") from None
     if not isinstance(document, dict):
         raise SelfvosInputError(path, f"expected a JSON object, got {type(document).__name__}")
+    return document
+
+
+def read_config(path: Path) -> Tuple[str, Dict[str, Any], Dict[str, Any]]:
+    """``config.json`` -> ``(architecture, config dict, whole document)`` with the layout checked."""
+    document = read_json_object(path, "JSON config")
     architecture = document.get("architecture")
     if not isinstance(architecture, str) or not architecture:
         raise SelfvosInputError(path, "no 'architecture' name: not a selfvos config.json")

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Union
 
 from selfvos.errors import PathLike, SelfvosInputError
+from selfvos.hub.files import read_json_object
 from selfvos.hub.weights import WEIGHTS_NAME
 
 TRAINING_NAME = "training.json"
@@ -108,13 +108,7 @@ def read_training_record(path: PathLike) -> Dict[str, Any]:
         path = path / TRAINING_NAME
     if not path.is_file():
         return {}
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise SelfvosInputError(path, f"not a readable training JSON ({err})") from None
-    if not isinstance(record, dict):
-        raise SelfvosInputError(path, f"expected a JSON object, got {type(record).__name__}")
-    return record
+    return read_json_object(path, "training JSON")
 
 
 def _plain_config(config: Any) -> Any:

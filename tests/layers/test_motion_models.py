@@ -7,13 +7,7 @@ from selfvos.layers.motion_models import fit_motion, motion_basis, motion_flow
 from selfvos.layers.warp import pixel_grid
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny tensors: one thread is faster than several on a shared, loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_basis_rows_are_the_monomials_of_normalised_coordinates():

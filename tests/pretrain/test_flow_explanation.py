@@ -12,13 +12,7 @@ from selfvos.pretrain.flow_explanation import (FlowExplanation, FlowExplanationC
                                                temporal_consistency, warp_validity)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """These tensors are tiny: one thread is faster than the conftest's two on a shared, loaded CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_segments(b: int, k: int, h: int, w: int, seed: int = 0) -> torch.Tensor:

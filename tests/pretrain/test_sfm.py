@@ -18,13 +18,7 @@ from selfvos.pretrain.sfm import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tensors are tiny: a second intra-op thread only adds overhead on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def square_flow(size: int = 32, side: int = 12, shift=(2, 1)):

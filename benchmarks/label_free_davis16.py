@@ -1,0 +1,100 @@
+"""Label-free zero-shot accuracy of pretrained models, side by side on DAVIS-2016 train and davis2016-val-dev.
+
+    python benchmarks/label_free_davis16.py --model "MuG default=runs/mug_davis16_cpu/model" \\
+        --model "MuG + flow explanation=runs/mug_davis16_flow_cpu/model"
+
+For each ``--model NAME=CHECKPOINT`` (no human label is used to train any of them) and each split it scores:
+- ``zero-shot``: the default ``ZeroShotConfig`` (frame head + motion cue + GrabCut with its IoU guard + EMA);
+- ``frame head alone``: no motion cue, no GrabCut, no references, no EMA: what the network itself learned.
+Splits: ``train`` = the 30 sequences of davis2016-train-240p (where settings are chosen; zero-shot at most 432 px
+wide), ``val-dev`` = the 4 sequences of davis2016-val-dev at 854x480 (a smoke test, never used to choose). The
+official protocol scores every frame but the first and the last. Rows accumulate in
+``benchmarks/results/label_free_davis16.json`` under ``"<model> | <split> | <variant>"``, each with the SHA-256 of
+the weights it was measured on; a rerun replaces its own rows.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+from selfvos.eval.runner import load_model, print_table, row_weights, run_variant, weights_sha256
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+SPLITS = {"train": (SHARED / "davis2016-train-240p", SHARED / "davis2016-train-240p" / "Annotations"),
+          "val-dev": (SHARED / "davis2016-val-dev", SHARED / "davis2016-val-dev" / "Annotations" / "480p")}
+OUT = REPO / "benchmarks" / "results" / "label_free_davis16.json"
+TARGETS = {"zero-shot J&F on val-dev": 65.0, "frame head alone J&F on val-dev": 50.0}
+
+
+def variants() -> Dict[str, Dict[str, Any]]:
+    """Variant name -> Segmenter settings."""
+    from selfvos.inference.zero_shot import ZeroShotConfig
+
+    return {"zero-shot": {"zero_shot": ZeroShotConfig()},
+            "frame head alone": {"zero_shot": ZeroShotConfig(num_references=0, motion_weight=0.0,
+                                                             grabcut_iterations=0, temporal_momentum=0.0)}}
+
+
+def parse_model(spec: str) -> tuple:
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not path:
+        raise SystemExit(f"--model {spec!r}: expected NAME=CHECKPOINT")
+    return name, path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=CHECKPOINT",
+                        help="a pretrained model to score (repeatable)")
+    parser.add_argument("--splits", default="train,val-dev", help="comma-separated: train, val-dev")
+    parser.add_argument("--variants", default="zero-shot,frame head alone", help="comma-separated variant names")
+    parser.add_argument("--out", default=str(OUT))
+    args = parser.parse_args(argv)
+    splits = [s for s in args.splits.split(",") if s]
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise SystemExit(f"--splits: unknown {unknown}; choose from {sorted(SPLITS)}")
+    missing = [str(SPLITS[s][0]) for s in splits if not SPLITS[s][0].is_dir()]
+    if missing:
+        print(f"skipped: {', '.join(missing)} not found", file=sys.stderr)
+        return 0
+    import torch
+
+    from selfvos.atomic import atomic_write_json
+    from selfvos.data.sources import open_source
+
+    torch.set_num_threads(2)
+    chosen = {k: v for k, v in variants().items() if k in args.variants.split(",")}
+    out = Path(args.out)
+    report = json.loads(out.read_text()) if out.is_file() else {"results": {}}
+    for spec in args.model:
+        name, checkpoint = parse_model(spec)
+        model, digest = load_model(checkpoint), weights_sha256(checkpoint)
+        for split in splits:
+            data, gt = SPLITS[split]
+            collection = open_source(f"davis:{data}")
+            for variant, settings in chosen.items():
+                with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
+                    scores = run_variant(model, collection, "zero-shot", Path(tmp) / "pred", gt_dir=gt, **settings)
+                key = f"{name} | {split} | {variant}"
+                report["results"][key] = {**scores, **row_weights("zero-shot", digest), "checkpoint": checkpoint}
+                print(f"{key:<60} J&F {scores['J&F']:5.1f}", flush=True)
+                report["_about"] = {"splits": {s: str(SPLITS[s][0].name) for s in SPLITS}, "targets": TARGETS,
+                                    "machine": platform.platform(), "date": time.strftime("%Y-%m-%d"),
+                                    "command": "python benchmarks/label_free_davis16.py " + " ".join(
+                                        f'"{a}"' if " " in a else a for a in (argv or sys.argv[1:]))}
+                atomic_write_json(out, report, sort_keys=False)  # after every row: a stopped run keeps what it measured
+    print_table(report["results"], min_width=60)
+    print(f"targets: {TARGETS}\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
