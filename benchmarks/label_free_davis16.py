@@ -5,7 +5,9 @@
 
 For each ``--model NAME=CHECKPOINT`` (no human label is used to train any of them) and each split it scores:
 - ``zero-shot``: the default ``ZeroShotConfig`` (frame head + motion cue + GrabCut with its IoU guard + EMA);
-- ``frame head alone``: no motion cue, no GrabCut, no references, no EMA: what the network itself learned.
+- ``frame head alone``: no motion cue, no GrabCut, no references, no EMA: what the network itself learned;
+- ``IET``: instance embedding transfer (``selfvos.inference.iet``, default ``IETConfig``) on the model's features,
+  an offline whole-video method.
 Splits: ``train`` = the 30 sequences of davis2016-train-240p (where settings are chosen; zero-shot at most 432 px
 wide), ``val-dev`` = the 4 sequences of davis2016-val-dev at 854x480 (a smoke test, never used to choose). The
 official protocol scores every frame but the first and the last. Rows accumulate in
@@ -23,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
+import numpy as np
+
 from selfvos.eval.runner import load_model, print_table, row_weights, run_variant, weights_sha256
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,13 +37,20 @@ OUT = REPO / "benchmarks" / "results" / "label_free_davis16.json"
 TARGETS = {"zero-shot J&F on val-dev": 65.0, "frame head alone J&F on val-dev": 50.0}
 
 
-def variants() -> Dict[str, Dict[str, Any]]:
-    """Variant name -> Segmenter settings."""
+def variants(model: Any) -> Dict[str, tuple]:
+    """Variant name -> (task, settings) for ``run_variant``."""
+    from selfvos.inference.iet import model_embedder, segment_video
     from selfvos.inference.zero_shot import ZeroShotConfig
 
-    return {"zero-shot": {"zero_shot": ZeroShotConfig()},
-            "frame head alone": {"zero_shot": ZeroShotConfig(num_references=0, motion_weight=0.0,
-                                                             grabcut_iterations=0, temporal_momentum=0.0)}}
+    embed = model_embedder(model)
+
+    def iet(video: Any) -> Any:
+        return segment_video(np.stack(list(video.iter_frames())), embed)
+
+    return {"zero-shot": ("zero-shot", {"zero_shot": ZeroShotConfig()}),
+            "frame head alone": ("zero-shot", {"zero_shot": ZeroShotConfig(
+                num_references=0, motion_weight=0.0, grabcut_iterations=0, temporal_momentum=0.0)}),
+            "IET": (iet, {})}
 
 
 def parse_model(spec: str) -> tuple:
@@ -54,7 +65,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", action="append", required=True, metavar="NAME=CHECKPOINT",
                         help="a pretrained model to score (repeatable)")
     parser.add_argument("--splits", default="train,val-dev", help="comma-separated: train, val-dev")
-    parser.add_argument("--variants", default="zero-shot,frame head alone", help="comma-separated variant names")
+    parser.add_argument("--variants", default="zero-shot,frame head alone",
+                        help="comma-separated variant names: zero-shot, frame head alone, IET")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
     splits = [s for s in args.splits.split(",") if s]
@@ -71,18 +83,18 @@ def main(argv=None) -> int:
     from selfvos.data.sources import open_source
 
     torch.set_num_threads(2)
-    chosen = {k: v for k, v in variants().items() if k in args.variants.split(",")}
     out = Path(args.out)
     report = json.loads(out.read_text()) if out.is_file() else {"results": {}}
     for spec in args.model:
         name, checkpoint = parse_model(spec)
         model, digest = load_model(checkpoint), weights_sha256(checkpoint)
+        chosen = {k: v for k, v in variants(model).items() if k in args.variants.split(",")}
         for split in splits:
             data, gt = SPLITS[split]
             collection = open_source(f"davis:{data}")
-            for variant, settings in chosen.items():
+            for variant, (task, settings) in chosen.items():
                 with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
-                    scores = run_variant(model, collection, "zero-shot", Path(tmp) / "pred", gt_dir=gt, **settings)
+                    scores = run_variant(model, collection, task, Path(tmp) / "pred", gt_dir=gt, **settings)
                 key = f"{name} | {split} | {variant}"
                 report["results"][key] = {**scores, **row_weights("zero-shot", digest), "checkpoint": checkpoint}
                 print(f"{key:<60} J&F {scores['J&F']:5.1f}", flush=True)

@@ -105,8 +105,10 @@ def run_variant(model: Any, collection: Iterable[Any], task: str, out: PathLike,
     ``gt_dir/<video>/<frame>.png`` (official protocol).
 
     ``task`` is a :class:`~selfvos.inference.Segmenter` task (``"zero-shot"``, ``"one-shot"``, ``"auto"``;
-    ``settings`` are its keyword arguments) or a floor of :data:`BASELINE_TASKS` (``model`` unused). Every
-    task but zero-shot gets the first-frame annotation of each video (void as background).
+    ``settings`` are its keyword arguments), a floor of :data:`BASELINE_TASKS` (``model`` unused), or a
+    label-free whole-video method as a callable ``task(video) -> masks`` (e.g. IET; ``model`` unused, the
+    callable holds what it needs). Every task but zero-shot and callables gets the first-frame annotation of
+    each video (void as background).
     Returns ``{"J&F", "J", "F"}`` in percent, ``"frames_per_s"`` (segmentation time only; None for
     ``"copy"``) and ``"per_sequence_JF"`` ({video: J&F in percent}).
     """
@@ -121,8 +123,12 @@ def run_variant(model: Any, collection: Iterable[Any], task: str, out: PathLike,
     out = Path(out)
     frames, seconds, names = 0, 0.0, []
     for video in collection:
-        first = first_frame_mask(video) if task != "zero-shot" else None
-        if task in BASELINE_TASKS:
+        first = first_frame_mask(video) if task != "zero-shot" and not callable(task) else None
+        if callable(task):
+            start = time.perf_counter()
+            masks = list(task(video))
+            spent = time.perf_counter() - start
+        elif task in BASELINE_TASKS:
             masks, spent = _segment_baseline(task, video, first, settings)
         else:
             segmenter = Segmenter(model, task, **settings)

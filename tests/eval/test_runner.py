@@ -50,6 +50,20 @@ def test_run_variant_builds_a_segmenter_with_the_given_settings(videos_and_gt, t
         (model, task, {"head": {"memory_every": 5}}) for task in ("zero-shot",) * 2 + ("one-shot",) * 2]
 
 
+def test_a_whole_video_method_is_scored_from_its_masks(videos_and_gt, tmp_path):
+    collection, gt = videos_and_gt
+    seen = []
+
+    def oracle(video):
+        seen.append(video.name)
+        return [video.mask(t) for t in range(len(video))]
+
+    scores = run_variant(None, collection, oracle, tmp_path / "method", gt_dir=gt)
+    assert seen == collection.names and scores["J&F"] == pytest.approx(100) and scores["frames_per_s"] > 0
+    empty = run_variant(None, collection, lambda v: [np.zeros_like(v.mask(0))] * len(v), tmp_path / "e", gt_dir=gt)
+    assert empty["J"] < 10
+
+
 def test_first_frame_copy_floor(videos_and_gt, tmp_path):
     collection, gt = videos_and_gt
     scores = run_variant(None, collection, "copy", tmp_path / "copy", gt_dir=gt)
