@@ -3,7 +3,8 @@
     python benchmarks/label_free_davis16.py --model "MuG default=runs/mug_davis16_cpu/model" \\
         --model "MuG + flow explanation=runs/mug_davis16_flow_cpu/model"
 
-For each ``--model NAME=CHECKPOINT`` (no human label is used to train any of them) and each split it scores:
+For each ``--model NAME=CHECKPOINT`` (an exported model, or a ``step_XXXXXXX`` training checkpoint of a run of
+``--config``; no human label is used to train any of them) and each split it scores:
 - ``zero-shot``: the default ``ZeroShotConfig`` (frame head + motion cue + GrabCut with its IoU guard + EMA);
 - ``frame head alone``: no motion cue, no GrabCut, no references, no EMA: what the network itself learned;
 - ``IET``: instance embedding transfer (``selfvos.inference.iet``, default ``IETConfig``) on the model's features,
@@ -67,6 +68,8 @@ def main(argv=None) -> int:
     parser.add_argument("--splits", default="train,val-dev", help="comma-separated: train, val-dev")
     parser.add_argument("--variants", default="zero-shot,frame head alone",
                         help="comma-separated variant names: zero-shot, frame head alone, IET")
+    parser.add_argument("--config", default=str(REPO / "recipes" / "configs" / "mug_davis16_cpu.yaml"),
+                        help="run config that rebuilds the model of a step_XXXXXXX training checkpoint")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
     splits = [s for s in args.splits.split(",") if s]
@@ -87,7 +90,7 @@ def main(argv=None) -> int:
     report = json.loads(out.read_text()) if out.is_file() else {"results": {}}
     for spec in args.model:
         name, checkpoint = parse_model(spec)
-        model, digest = load_model(checkpoint), weights_sha256(checkpoint)
+        model, digest = load_model(checkpoint, args.config), weights_sha256(checkpoint)
         chosen = {k: v for k, v in variants(model).items() if k in args.variants.split(",")}
         for split in splits:
             data, gt = SPLITS[split]
