@@ -6,11 +6,11 @@ import torch
 
 from selfvos.config import apply_overrides, from_dict, to_dict
 from selfvos.pretrain import MuGModel, MuGObjective, MuGPretrainer, ObjectiveConfig
+from selfvos.pretrain.objective import TERMS
 from selfvos.registry import OBJECTIVES
 
 from .conftest import backbone_grad_ok, small_model, tiny_batch
 
-TERMS = ("frame", "tracking", "matching", "memory")
 
 
 def test_registered_objectives():
@@ -20,7 +20,8 @@ def test_registered_objectives():
 
 def test_defaults_follow_the_brief_and_round_trip_as_config():
     cfg = ObjectiveConfig()
-    assert cfg.weights() == {"frame": 1.0, "tracking": 0.1, "matching": 0.02, "memory": 0.5}
+    assert cfg.weights() == {"frame": 1.0, "tracking": 0.1, "matching": 0.02, "memory": 0.5, "flow_explanation": 1.0}
+    assert [name for name, on in cfg.enabled().items() if not on] == ["flow_explanation"]  # label-free motion: opt-in
     assert from_dict(ObjectiveConfig, to_dict(cfg)) == cfg
     changed = apply_overrides(cfg, ["--tracking_cfg.patch_fraction", "0.5", "--memory=false"])
     assert changed.tracking_cfg.patch_fraction == 0.5 and changed.memory is False
@@ -31,7 +32,8 @@ def test_all_terms_present_finite_and_weighted(model, batch):
     out = MuGObjective()(model, batch)
     assert set(TERMS) | {"loss", "matching_transform", "matching_consistency"} == set(out)
     for name in TERMS:
-        assert torch.isfinite(out[name]) and out[name] > 0 and not out[name].requires_grad, name
+        on = ObjectiveConfig().enabled()[name]
+        assert torch.isfinite(out[name]) and (out[name] > 0) == on and not out[name].requires_grad, name
     expected = out["frame"] + 0.1 * out["tracking"] + 0.02 * out["matching"] + 0.5 * out["memory"]
     torch.testing.assert_close(out["loss"].detach(), expected)
     out["loss"].backward()
@@ -42,13 +44,17 @@ def test_all_terms_present_finite_and_weighted(model, batch):
 def test_ablation_switches_remove_terms(batch, only):
     model = small_model()
     cfg = ObjectiveConfig(**{name: name == only for name in TERMS})
+    if only == "flow_explanation":
+        from selfvos.data.sampling import clip_flow
+
+        batch = {**batch, "flow": torch.stack([clip_flow(clip) for clip in batch["frames"]])}
     out = MuGObjective(cfg)(model, batch)
     for name in TERMS:
         assert (out[name] != 0) == (name == only), (only, name)
     torch.testing.assert_close(out["loss"].detach(), cfg.weights()[only] * out[only])
     out["loss"].backward()
     assert backbone_grad_ok(model)
-    users = [(model.mask_head, {"frame", "memory"}),  # rho decodes the memory read-out too
+    users = [(model.mask_head, {"frame", "memory", "flow_explanation"}),  # rho decodes the memory read-out too
              (model.memory.key, {"memory"}), (model.regressor.fc, {"matching"}), (model.projection, {"matching"})]
     for module, used_by in users:
         grad = module.weight.grad
