@@ -87,6 +87,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(2)
     out = Path(args.out)
+    command = "python benchmarks/label_free_davis16.py " + " ".join(
+        f'"{a}"' if " " in a else a for a in (argv if argv is not None else sys.argv[1:]))
     report = json.loads(out.read_text()) if out.is_file() else {"results": {}}
     for spec in args.model:
         name, checkpoint = parse_model(spec)
@@ -99,12 +101,11 @@ def main(argv=None) -> int:
                 with tempfile.TemporaryDirectory() as tmp, torch.inference_mode():
                     scores = run_variant(model, collection, task, Path(tmp) / "pred", gt_dir=gt, **settings)
                 key = f"{name} | {split} | {variant}"
-                report["results"][key] = {**scores, **row_weights("zero-shot", digest), "checkpoint": checkpoint}
+                report["results"][key] = {**scores, **row_weights("zero-shot", digest), "checkpoint": checkpoint,
+                                          "command": command, "date": time.strftime("%Y-%m-%d")}
                 print(f"{key:<60} J&F {scores['J&F']:5.1f}", flush=True)
                 report["_about"] = {"splits": {s: str(SPLITS[s][0].name) for s in SPLITS}, "targets": TARGETS,
-                                    "machine": platform.platform(), "date": time.strftime("%Y-%m-%d"),
-                                    "command": "python benchmarks/label_free_davis16.py " + " ".join(
-                                        f'"{a}"' if " " in a else a for a in (argv or sys.argv[1:]))}
+                                    "machine": platform.platform()}
                 atomic_write_json(out, report, sort_keys=False)  # after every row: a stopped run keeps what it measured
     print_table(report["results"], min_width=60)
     print(f"targets: {TARGETS}\nwrote {out}")
