@@ -7,6 +7,7 @@
 - :func:`staging_path` + :func:`replace_dir`: build a folder under a sibling name, then move it into place;
   :func:`staged_folder` does both around a ``with`` block (the folder appears complete or not at all) and
   :func:`clean_stale_staging` removes what a killed run left behind.
+- :func:`file_sha256`: the digest that checkpoint manifests and the weights fingerprint of results use.
 - :func:`naming_path`: an ``OSError`` without a file name (``ENOSPC`` from ``write``/``fsync``) is re-raised
   naming the path being written, so the message says where the disk is full.
 
@@ -15,6 +16,7 @@ caches, benchmark tables, datasets) goes through this module.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -187,3 +189,12 @@ def staged_folder(dst: PathLike) -> Iterator[Path]:
     finally:
         if staged.exists():
             shutil.rmtree(staged, ignore_errors=True)
+
+
+def file_sha256(path: PathLike) -> str:
+    """Hex SHA-256 of the bytes of the file at ``path`` (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

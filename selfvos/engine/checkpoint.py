@@ -15,19 +15,17 @@ existed carry none and are accepted as they are. Trained models are exported wit
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
-from selfvos.atomic import atomic_write_json
+from selfvos.atomic import atomic_write_json, file_sha256
 
 STEP_DIR = re.compile(r"^step_(\d{7,})$")
 MANIFEST_NAME = "selfvos_manifest.json"
 MANIFEST_FORMAT = 1
-_CHUNK = 1 << 20
 
 
 @dataclass
@@ -89,14 +87,6 @@ def latest_intact_checkpoint(root: Union[str, Path]) -> Optional[Path]:
             return path
     return None
 
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def write_manifest(folder: Union[str, Path], step: int) -> Path:

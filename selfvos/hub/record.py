@@ -12,12 +12,12 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, Optional, Union
 
+from selfvos.atomic import file_sha256
 from selfvos.errors import PathLike, SelfvosInputError
 from selfvos.hub.files import read_json_object
 from selfvos.hub.weights import WEIGHTS_NAME
@@ -26,16 +26,6 @@ TRAINING_NAME = "training.json"
 SCRATCH = "scratch"
 HASH_KEY = "weights_sha256"
 RESERVED_KEYS = ("recipe", "data", "config", "init", "init_sha256", "selfvos_version", HASH_KEY, "date")
-_BLOCK = 1 << 20
-
-
-def file_sha256(path: PathLike) -> str:
-    """Hex SHA-256 of the bytes of the file at ``path`` (read in 1 MiB blocks)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(_BLOCK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_file(checkpoint: Union[PathLike, str]) -> Path:
