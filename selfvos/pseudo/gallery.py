@@ -1,5 +1,6 @@
-"""A PNG gallery for eyeballing pseudo-masks: one row per frame, columns frame | pseudo-mask overlay |
-GT overlay (the GT column is left out when the collection has no masks). Plain PIL, no display."""
+"""A PNG gallery for eyeballing pseudo-masks: a header band naming the columns, then one row per frame,
+columns frame | pseudo-mask overlay (red) | human mask overlay (green; shown for comparison, never trained on;
+left out when the collection has no masks). Plain PIL, no display."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +9,12 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import numpy as np
 from PIL import Image, ImageDraw
 
+from selfvos.atomic import atomic_write_bytes
 from selfvos.data.video import VOID, VideoCollection
 
 MasksFn = Callable[[str, int], Optional[np.ndarray]]
+COLUMNS = ("frame", "pseudo-mask (red)", "human mask (green, not trained on)")
+HEADER_HEIGHT = 14
 
 
 def overlay(frame: np.ndarray, mask: np.ndarray, color: Tuple[int, int, int] = (255, 40, 40),
@@ -34,7 +38,8 @@ def pick_frames(collection: VideoCollection, per_video: int, max_rows: int,
 def make_gallery(collection: VideoCollection, masks_fn: MasksFn, out_path: Union[str, Path], *,
                  videos: Optional[Sequence[str]] = None, per_video: int = 1, max_rows: int = 12,
                  row_height: int = 160, threshold: float = 0.5) -> Path:
-    """Write the gallery PNG to ``out_path`` and return it. Frames without a pseudo-mask show an empty overlay."""
+    """Write the gallery PNG to ``out_path`` (atomically) and return it. Frames without a pseudo-mask show an
+    empty overlay. The image is ``HEADER_HEIGHT`` + rows x ``row_height`` pixels high."""
     rows = pick_frames(collection, per_video, max_rows, videos)
     if not rows:
         raise ValueError("gallery: no frames to show")
@@ -54,12 +59,13 @@ def make_gallery(collection: VideoCollection, masks_fn: MasksFn, out_path: Union
         row = row.resize((width, row_height), Image.BILINEAR)
         ImageDraw.Draw(row).text((4, 4), f"{name} #{index}", fill=(255, 255, 0))
         tiles.append(row)
-    canvas = Image.new("RGB", (max(t.width for t in tiles), sum(t.height for t in tiles)))
-    y = 0
+    canvas = Image.new("RGB", (max(t.width for t in tiles), HEADER_HEIGHT + sum(t.height for t in tiles)))
+    cell_width = tiles[0].width / (3 if with_gt else 2)
+    draw = ImageDraw.Draw(canvas)
+    for column, label in enumerate(COLUMNS[:3 if with_gt else 2]):
+        draw.text((round(column * cell_width) + 4, 2), label, fill=(255, 255, 255))
+    y = HEADER_HEIGHT
     for tile in tiles:
         canvas.paste(tile, (0, y))
         y += tile.height
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out_path)
-    return out_path
+    return atomic_write_bytes(Path(out_path), lambda fh: canvas.save(fh, format="PNG"))

@@ -66,7 +66,9 @@ def test_frames_and_masks_are_the_resized_video():
 
 def window_corner(crops: torch.Tensor, big: list) -> tuple:
     """(y, x) of the one 32x40 window that every crop (K, 3, 32, 40) cuts from its 48x64 frame in ``big``."""
-    as_tensor = lambda frame, y, x: torch.from_numpy(frame[y:y + 32, x:x + 40]).permute(2, 0, 1) / 255.0
+    def as_tensor(frame, y, x):
+        return torch.from_numpy(frame[y:y + 32, x:x + 40]).permute(2, 0, 1) / 255.0
+
     found = [(y, x) for y in range(17) for x in range(25) if torch.allclose(crops[0], as_tensor(big[0], y, x))]
     assert len(found) >= 1 and len(crops) == len(big)
     y, x = found[0]

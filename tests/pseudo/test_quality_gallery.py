@@ -5,7 +5,7 @@ import numpy as np
 from PIL import Image
 
 from selfvos.data.video import InMemoryVideo, VideoCollection, VideoSample
-from selfvos.pseudo.gallery import make_gallery, overlay
+from selfvos.pseudo.gallery import HEADER_HEIGHT, make_gallery, overlay
 from selfvos.pseudo.quality import evaluate_pseudo_masks, frame_jaccard
 
 
@@ -50,11 +50,13 @@ def test_evaluate_pseudo_masks_means_per_video_and_skips_missing_and_void():
     assert evaluate_pseudo_masks(data, masks_fn, frame_step=1, videos=["raw"])["mean_j"] is None
 
 
-def test_gallery_png_has_one_row_per_frame_and_three_columns(tmp_path):
+def test_gallery_png_has_a_labelled_header_one_row_per_frame_and_three_columns(tmp_path):
     data = _collection()
     out = make_gallery(data, lambda n, i: np.ones((6, 6), np.float32), tmp_path / "g" / "gallery.png",
                        per_video=2, row_height=30)
-    image = Image.open(out)
-    assert image.size == (90, 4 * 30)  # 4 rows (2 frames x 2 videos), 3 cells of 30x30
+    image = np.asarray(Image.open(out))
+    assert image.shape == (HEADER_HEIGHT + 4 * 30, 90, 3)  # header + 4 rows (2 frames x 2 videos), 3 cells of 30x30
+    header = image[:HEADER_HEIGHT]
+    assert all((header[:, c * 30 + 2:c * 30 + 8] > 128).any() for c in range(3))  # a label starts in every column
     tinted = overlay(np.zeros((2, 2, 3), np.uint8), np.array([[True, False], [False, False]]))
     assert tinted[0, 0].tolist() == [128, 20, 20] and tinted[1, 1].tolist() == [0, 0, 0]
