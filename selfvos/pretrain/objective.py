@@ -8,6 +8,15 @@ segments, and a quadratic motion model fitted in closed form inside each must re
 (``batch["flow"]``, ``clip.flow``), plus a temporal term between consecutive clip frames. Motion then teaches the
 frame head during training instead of being fused by hand at inference only.
 
+``L_sfm`` and ``L_morel`` (off by default) are the survey's two other label-free motion objectives on the same
+frame head: its foreground probability is the one object mask (K = 1) of SfM-Net (``selfvos.pretrain.sfm``: a
+rigid object motion and a camera motion over a depth plane compose a flow that must match the observed flow and
+reconstruct frame t from frame t+1) and of MOREL (``selfvos.pretrain.morel``: an object translation and a camera
+translation warp frame t+1 onto frame t, with a sparsity penalty on the mask). The motions come from training-only
+:class:`~selfvos.pretrain.motion_heads.MotionPredictor` heads on the features of frames t and t+1, owned by the
+objective (``feature_channels`` must be given when either term is on). Both work at ``motion_scale`` times the
+clip size: the mask is upsampled bilinearly, frames and flow are area-downsampled (flow in pixels of that size).
+
 Weight mapping (BRIEF section 2 gives beta1 = 0.1, beta2 = 0.02, beta3 = 0.5 on the non-frame terms in
 the paper's order short-term, long-term, video; the mapping is unverified): ``tracking_weight`` = beta1,
 ``matching_weight`` = beta2, ``memory_weight`` = beta3, ``frame_weight`` = 1.
@@ -23,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from selfvos.pretrain.flow_explanation import FlowExplanation, FlowExplanationConfig
@@ -30,9 +40,16 @@ from selfvos.pretrain.frame import FrameObjective
 from selfvos.pretrain.matching import CoAttentionMatching, MatchingConfig
 from selfvos.pretrain.memory import VideoMemory
 from selfvos.pretrain.model import MuGModel
+from selfvos.pretrain.morel import MORELConfig, MORELObjective
+from selfvos.pretrain.motion_heads import MotionPredictor
+from selfvos.pretrain.sfm import SfMConfig, SfMObjective
 from selfvos.pretrain.tracking import ForwardBackwardTracking, TrackingConfig
 
-TERMS = ("frame", "tracking", "matching", "memory", "flow_explanation")
+TERMS = ("frame", "tracking", "matching", "memory", "flow_explanation", "sfm", "morel")
+# unit outputs of the motion heads: MOREL translations of 1/10 of the motion-size image side; SfM-Net rotations of
+# 0.01 rad and translations of 0.1 depth-plane units (about a tenth of the image width at focal 1)
+MOREL_SCALE = 0.1
+SFM_SCALES = (0.01, 0.01, 0.01, 0.1, 0.1, 0.1)
 
 
 @dataclass
@@ -44,11 +61,16 @@ class ObjectiveConfig:
     matching: bool = True
     memory: bool = True
     flow_explanation: bool = False
+    sfm: bool = False
+    morel: bool = False
     frame_weight: float = 1.0
     tracking_weight: float = 0.1  # beta1
     matching_weight: float = 0.02  # beta2
     memory_weight: float = 0.5  # beta3
     flow_explanation_weight: float = 1.0
+    sfm_weight: float = 0.1  # its Charbonnier flow error is in pixels (a few px), ten times the frame BCE
+    morel_weight: float = 1.0
+    motion_scale: float = 0.5  # SfM-Net / MOREL work at this fraction of the clip size
     frame_on_refs: bool = True  # also supervise rho on reference frames that have a pseudo-mask
     tracking_cfg: TrackingConfig = field(default_factory=TrackingConfig)
     matching_cfg: MatchingConfig = field(default_factory=MatchingConfig)
@@ -57,11 +79,13 @@ class ObjectiveConfig:
     # DAVIS-2016 train, the size of the frame BCE) where GWM's plain px^2 gives about 5.5
     flow_explanation_cfg: FlowExplanationConfig = field(
         default_factory=lambda: FlowExplanationConfig(temporal_matching="identity", normalization="variance"))
+    sfm_cfg: SfMConfig = field(default_factory=SfMConfig)
+    morel_cfg: MORELConfig = field(default_factory=MORELConfig)
 
     def weights(self) -> Dict[str, float]:
         return {"frame": self.frame_weight, "tracking": self.tracking_weight,
                 "matching": self.matching_weight, "memory": self.memory_weight,
-                "flow_explanation": self.flow_explanation_weight}
+                "flow_explanation": self.flow_explanation_weight, "sfm": self.sfm_weight, "morel": self.morel_weight}
 
     def enabled(self) -> Dict[str, bool]:
         return {name: bool(getattr(self, name)) for name in TERMS}
@@ -73,10 +97,12 @@ class MuGObjective(nn.Module):
     ``loss`` carries the gradient; the per-term values are unweighted and detached. Matching also
     reports ``matching_transform`` and ``matching_consistency``. ``batch`` follows the pretraining batch
     contract (``frames`` (B, T, 3, H, W), ``pseudo_masks``, ``mask_valid``, ``refs``, ``ref_masks``, ``ref_valid``;
-    optional ``track_frames`` (B, T, 3, H, W) for the tracking term).
+    optional ``track_frames`` (B, T, 3, H, W) for the tracking term; ``flow`` (B, T-1, 2, H, W) for the
+    flow-explanation and SfM-Net terms). ``feature_channels``: C of the model's features, needed by the motion
+    heads of the SfM-Net and MOREL terms.
     """
 
-    def __init__(self, config: ObjectiveConfig | None = None) -> None:
+    def __init__(self, config: ObjectiveConfig | None = None, feature_channels: int | None = None) -> None:
         super().__init__()
         self.config = config or ObjectiveConfig()
         if not any(self.config.enabled().values()):
@@ -86,6 +112,17 @@ class MuGObjective(nn.Module):
         self.matching_objective = CoAttentionMatching(self.config.matching_cfg)
         self.memory_objective = VideoMemory()
         self.flow_objective = FlowExplanation(self.config.flow_explanation_cfg)
+        self.sfm_objective = SfMObjective(self.config.sfm_cfg)
+        self.morel_objective = MORELObjective(self.config.morel_cfg)
+        if (self.config.sfm or self.config.morel) and feature_channels is None:
+            raise ValueError("the sfm and morel objectives need feature_channels (the model's feature channels C) "
+                             "for their motion heads: MuGObjective(config, feature_channels=model.feature_channels)")
+        if not 0 < self.config.motion_scale <= 1:
+            raise ValueError(f"motion_scale must be in (0, 1], got {self.config.motion_scale}")
+        if self.config.sfm:
+            self.sfm_motion = MotionPredictor(feature_channels, 6, SFM_SCALES)
+        if self.config.morel:
+            self.morel_motion = MotionPredictor(feature_channels, 2, (MOREL_SCALE, MOREL_SCALE))
 
     def forward(self, model: MuGModel, batch: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         cfg = self.config
@@ -99,7 +136,8 @@ class MuGObjective(nn.Module):
 
         terms: Dict[str, torch.Tensor] = {}
         extras: Dict[str, torch.Tensor] = {}
-        frame_logits = model.frame_logits(feats) if on["frame"] or on["flow_explanation"] else None
+        motion_terms = on["flow_explanation"] or on["sfm"] or on["morel"]
+        frame_logits = model.frame_logits(feats) if on["frame"] or motion_terms else None
         if on["frame"]:
             loss = self.frame_objective(frame_logits, batch["pseudo_masks"], batch["mask_valid"])
             if ref_feats is not None and cfg.frame_on_refs and "ref_masks" in batch:
@@ -126,6 +164,8 @@ class MuGObjective(nn.Module):
             terms["flow_explanation"] = out["loss"]
             extras["flow_reconstruction"] = out["flow_reconstruction"].detach()
             extras["flow_temporal"] = out["temporal"].detach()
+        if on["sfm"] or on["morel"]:
+            terms.update(self.motion_terms(feats, frame_logits, batch, extras))
 
         weights = cfg.weights()
         total = sum(weights[name] * value for name, value in terms.items())
@@ -146,6 +186,40 @@ class MuGObjective(nn.Module):
         segments = torch.cat([p, 1.0 - p], dim=2)  # (B, T, 2, h, w): object, background
         return self.flow_objective(segments[:, :-1].flatten(0, 1), flow.flatten(0, 1).float(),
                                    segments[:, 1:].flatten(0, 1))
+
+
+    def motion_terms(self, feats: torch.Tensor, frame_logits: torch.Tensor, batch: Mapping[str, torch.Tensor],
+                     extras: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The SfM-Net and MOREL terms (those switched on) between frames t and t+1 of every clip: features
+        (B, T, C, h, w), frame logits (B, T, 1, h, w); adds their sub-terms to ``extras``."""
+        cfg = self.config
+        frames = batch["frames"]
+        if frames.shape[1] < 2:
+            raise ValueError("the sfm and morel objectives need clips of at least 2 frames (clip.num_frames)")
+        height, width = frames.shape[-2:]
+        size = (max(1, round(height * cfg.motion_scale)), max(1, round(width * cfg.motion_scale)))
+        features_t, features_t1 = feats[:, :-1].flatten(0, 1), feats[:, 1:].flatten(0, 1)  # (N, C, h, w)
+        low = torch.sigmoid(frame_logits[:, :-1].flatten(0, 1).float())  # (N, 1, h, w)
+        masks = F.interpolate(low, size=size, mode="bilinear", align_corners=False)  # (N, 1, H', W')
+        frame_t = F.interpolate(frames[:, :-1].flatten(0, 1).float(), size=size, mode="area")
+        frame_t1 = F.interpolate(frames[:, 1:].flatten(0, 1).float(), size=size, mode="area")
+        terms: Dict[str, torch.Tensor] = {}
+        if cfg.morel:
+            objects, camera = self.morel_motion(features_t, features_t1, low)
+            out = self.morel_objective(masks, objects * max(size), frame_t, frame_t1, camera * max(size))
+            terms["morel"] = out["loss"]
+            extras.update(morel_photometric=out["photometric"], morel_sparsity=out["sparsity"])
+        if cfg.sfm:
+            flow = batch.get("flow")
+            if flow is None:
+                raise ValueError("the sfm objective needs batch['flow']: set clip.flow (the recipe does)")
+            flow = F.interpolate(flow.flatten(0, 1).float(), size=size, mode="area")
+            flow = flow * torch.tensor([size[1] / width, size[0] / height], dtype=flow.dtype)[None, :, None, None]
+            objects, camera = self.sfm_motion(features_t, features_t1, low)
+            out = self.sfm_objective(masks, camera, objects, flow=flow, frame_t=frame_t, frame_t1=frame_t1)
+            terms["sfm"] = out["loss"]
+            extras.update(sfm_flow=out["flow"], sfm_photometric=out["photometric"])
+        return terms
 
 
 class MuGPretrainer(nn.Module):

@@ -20,8 +20,10 @@ def test_registered_objectives():
 
 def test_defaults_follow_the_brief_and_round_trip_as_config():
     cfg = ObjectiveConfig()
-    assert cfg.weights() == {"frame": 1.0, "tracking": 0.1, "matching": 0.02, "memory": 0.5, "flow_explanation": 1.0}
-    assert [name for name, on in cfg.enabled().items() if not on] == ["flow_explanation"]  # label-free motion: opt-in
+    assert cfg.weights() == {"frame": 1.0, "tracking": 0.1, "matching": 0.02, "memory": 0.5, "flow_explanation": 1.0,
+                             "sfm": 0.1, "morel": 1.0}
+    # the label-free motion objectives are opt-in
+    assert [name for name, on in cfg.enabled().items() if not on] == ["flow_explanation", "sfm", "morel"]
     assert from_dict(ObjectiveConfig, to_dict(cfg)) == cfg
     changed = apply_overrides(cfg, ["--tracking_cfg.patch_fraction", "0.5", "--memory=false"])
     assert changed.tracking_cfg.patch_fraction == 0.5 and changed.memory is False
@@ -44,17 +46,22 @@ def test_all_terms_present_finite_and_weighted(model, batch):
 def test_ablation_switches_remove_terms(batch, only):
     model = small_model()
     cfg = ObjectiveConfig(**{name: name == only for name in TERMS})
-    if only == "flow_explanation":
+    if only in ("flow_explanation", "sfm"):
         from selfvos.data.sampling import clip_flow
 
         batch = {**batch, "flow": torch.stack([clip_flow(clip) for clip in batch["frames"]])}
-    out = MuGObjective(cfg)(model, batch)
+    objective = MuGObjective(cfg, feature_channels=model.feature_channels)
+    out = objective(model, batch)
     for name in TERMS:
         assert (out[name] != 0) == (name == only), (only, name)
     torch.testing.assert_close(out["loss"].detach(), cfg.weights()[only] * out[only])
     out["loss"].backward()
+    if only in ("sfm", "morel"):  # the motion heads start at zero motion: gradients reach phi and rho after a step
+        torch.optim.SGD([*model.parameters(), *objective.parameters()], lr=0.1).step()
+        model.zero_grad()
+        objective(model, batch)["loss"].backward()
     assert backbone_grad_ok(model)
-    users = [(model.mask_head, {"frame", "memory", "flow_explanation"}),  # rho decodes the memory read-out too
+    users = [(model.mask_head, {"frame", "memory", "flow_explanation", "sfm", "morel"}),  # rho decodes the memory read-out too
              (model.memory.key, {"memory"}), (model.regressor.fc, {"matching"}), (model.projection, {"matching"})]
     for module, used_by in users:
         grad = module.weight.grad
