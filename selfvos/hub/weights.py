@@ -108,12 +108,27 @@ def save_weights(model: nn.Module, path: Path) -> Dict[str, str]:
         shared = storages[(tensor.device, tensor.untyped_storage().data_ptr())] > 1
         tensor = tensor.to("cpu")
         out[name] = tensor.clone().contiguous() if shared or not tensor.is_contiguous() else tensor
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     metadata = {_FORMAT_KEY: "pt", _ALIASES_KEY: json.dumps(aliases, sort_keys=True)}
-    save_file(out, str(path), metadata=metadata)
-    apply_default_mode(path)  # safetensors creates the file 0o600; config.json beside it is 0o644
+    with open(path, "wb") as fh:
+        fh.write(canonical_safetensors(save(out, metadata=metadata)))
+    apply_default_mode(path)  # the usual permissions, as config.json beside it
     return aliases
+
+
+def canonical_safetensors(data: bytes) -> bytes:
+    """safetensors file bytes with the header's metadata keys sorted, so that the same tensors and metadata give
+    the same bytes (and SHA-256) in every process: safetensors writes the metadata in hash-map order, which
+    changes from one process to the next. The header keeps its length (padded with spaces, as the format allows)."""
+    length = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + length])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    if len(text) > length:  # cannot happen for a reordering; keep the original rather than corrupt it
+        return data
+    return data[:8] + text.ljust(length, b" ") + data[8 + length:]
 
 
 def read_weights(path: Path) -> Dict[str, torch.Tensor]:

@@ -188,3 +188,19 @@ def test_the_real_heads_table_is_read_and_refused_for_other_weights(tmp_path, ch
         results_for_weights(bench, results, weights_sha256(checkpoint))
     for row in real["rows"].values():
         assert row["weights_sha256"][:12] in str(info.value)
+
+
+def test_the_same_weights_give_the_same_file_in_every_process(tmp_path):
+    """safetensors writes its metadata in hash-map order, which varies between processes; the fingerprint that
+    binds results to weights must not."""
+    import subprocess
+    import sys
+
+    script = ("import sys, torch; from pathlib import Path; from selfvos.hub.weights import save_weights; "
+              "torch.manual_seed(0); save_weights(torch.nn.Linear(3, 2), Path(sys.argv[1]))")
+    digests = set()
+    for i in range(4):
+        path = tmp_path / f"{i}.safetensors"
+        subprocess.run([sys.executable, "-c", script, str(path)], check=True, cwd=REPO)
+        digests.add(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert len(digests) == 1
