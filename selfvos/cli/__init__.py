@@ -34,6 +34,7 @@ SUBCOMMANDS = {
     "list": "listing",
     "pseudo-labels": "pseudo_labels",
     "pretrain": "pretrain",
+    "adapt": "adapt",
     "segment": "segment",
     "segment-dataset": "segment_dataset",
     "finetune": "finetune",

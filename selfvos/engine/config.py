@@ -21,6 +21,8 @@ class TrainConfig:
     """Optimisation, precision, checkpointing and tracking settings for one training run.
 
     Steps count optimizer updates; one update sees ``batch_size * num_processes * grad_accum`` clips.
+    ``max_minutes`` ends a ``train()`` call early, cleanly, when its next step would end past that many minutes
+    of wall-clock time (see ``Trainer.train``); the step count and the schedule still follow ``max_steps``.
     """
 
     max_steps: int = 1000
@@ -43,6 +45,7 @@ class TrainConfig:
     mixed_precision: str = "auto"  # auto | no | fp16 | bf16
     grad_clip: Optional[float] = 1.0  # max global L2 norm; None = no clipping
     max_nonfinite_steps: int = 20  # stop after this many updates in a row with a NaN/inf loss or gradient; 0 = never
+    max_minutes: float | None = None  # wall-clock limit of one train() call (one recipe round); None = steps decide
     seed: int = 0
     num_workers: int = 0
     cpu_threads: Optional[int] = None  # torch threads per process on CPU; None = cores / local processes
@@ -70,6 +73,8 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.max_minutes is not None and not 0 < self.max_minutes < float("inf"):
+            raise ValueError(f"train.max_minutes must be a positive number of minutes or None, got {self.max_minutes}")
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"train.grad_clip must be > 0 or None, got {self.grad_clip}")
         if not 0.0 <= self.momentum < 1.0:

@@ -20,6 +20,12 @@ Checkpoints carry a manifest (see ``selfvos.engine.checkpoint``); ``resume="auto
 verifies and loads, saying which damaged ones it skipped. Tracking never stops training
 (``selfvos.engine.tracking``); a ``train()`` that raises marks the MLflow run FAILED (KILLED on an interrupt).
 
+Wall-clock limit: ``train.max_minutes`` (per ``train()`` call) and ``Trainer.deadline`` (an absolute
+``time.monotonic()`` value that a caller or callback splitting a budget sets, e.g. in ``on_train_start``) end
+a ``train()`` call early once the next step, expected to last as long as the previous one, would end past the
+limit; at least one step runs. The round then ends as usual: round-end callbacks (a relabel pass), a resumable
+checkpoint. All processes agree on the stop (one all-reduce per step, only while a limit is set).
+
 ``freeze_bn`` keeps every BatchNorm layer in eval mode for the whole run (fine-tuning with small batches);
 ``Trainer.export`` writes the model with ``save_pretrained``, the format ``selfvos.from_pretrained`` reads.
 """
@@ -31,6 +37,7 @@ import os
 import shutil
 import signal
 import threading
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -179,6 +186,7 @@ class Trainer:
         if acc.is_main_process:
             Path(config.output_dir).mkdir(parents=True, exist_ok=True)
         self.state = TrainingState()
+        self.deadline: float | None = None  # time.monotonic() after which train() ends its round early
         set_seed(config.seed)
         module = TrainStep(model, objective)
         if config.freeze_bn:
@@ -305,6 +313,9 @@ class Trainer:
     def train(self, num_steps: Optional[int] = None) -> Dict[str, float]:
         """Train until ``round_start + num_steps`` (or ``max_steps``), then end the round; returns the last metrics.
 
+        The round ends earlier when the wall-clock limit (``max_minutes`` from the start of this call, or
+        ``self.deadline``) would be passed by the next step (see the module docstring).
+
         An exception leaving it (:class:`TrainingDiverged`, an interrupt, a crash) first marks the MLflow
         run FAILED (KILLED for an interrupt). SIGTERM (a job scheduler's stop, ``accelerate launch`` stopping the
         other processes) counts as an interrupt while it runs.
@@ -319,6 +330,7 @@ class Trainer:
     def _train(self, num_steps: Optional[int]) -> Dict[str, float]:
         """The body of :meth:`train`."""
         cfg, st = self.config, self.state
+        started = time.monotonic()
         self.module.train()
         for callback in self.callbacks:
             callback.on_train_start(self)
@@ -329,19 +341,26 @@ class Trainer:
         quiet = {} if self.accelerator.is_main_process else {"disable": True}  # main: TQDM_DISABLE still applies
         bar = tqdm(total=target, initial=st.step, desc=f"round {st.round}", **quiet)
         metrics: Dict[str, float] = {}
+        stop_at = self._stop_time(started)
         try:
             while st.step < target:
+                step_start = time.monotonic()
                 metrics = self._update(batches)
                 st.step += 1
+                out_of_time = self._out_of_time(stop_at, time.monotonic() - step_start)
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-                if st.step % cfg.log_every == 0 or st.step == target or st.nonfinite_streak:
+                if st.step % cfg.log_every == 0 or st.step == target or st.nonfinite_streak or out_of_time:
                     self.tracker.log_metrics(metrics, st.step)
                 self._stop_if_diverged()
-                if cfg.save_every and st.step % cfg.save_every == 0 and st.step < target:
+                if cfg.save_every and st.step % cfg.save_every == 0 and st.step < target and not out_of_time:
                     self.save_state()
                 for callback in self.callbacks:
                     callback.on_step_end(self, metrics)
+                if out_of_time:
+                    logger.info("round %d ended by the wall-clock limit at step %d (%d steps short of step %d)",
+                                st.round, st.step, target - st.step, target)
+                    break
         finally:
             bar.close()
             batches.close()
@@ -350,6 +369,21 @@ class Trainer:
         st.round, st.round_start = st.round + 1, st.step
         self.save_state()
         return metrics
+
+    def _stop_time(self, started: float) -> float | None:
+        """The ``time.monotonic()`` value this ``train()`` call must end by: the earlier of ``started +
+        max_minutes`` and ``self.deadline``; None without a limit."""
+        limits = [] if self.deadline is None else [self.deadline]
+        if self.config.max_minutes is not None:
+            limits.append(started + 60.0 * self.config.max_minutes)
+        return min(limits) if limits else None
+
+    def _out_of_time(self, stop_at: float | None, step_seconds: float) -> bool:
+        """True on every process when, on any of them, one more step of ``step_seconds`` would end past
+        ``stop_at``."""
+        if stop_at is None:
+            return False
+        return self._any_process(time.monotonic() + step_seconds > stop_at)
 
     def _update(self, batches: Iterator[Batch]) -> Dict[str, float]:
         """One optimizer update over ``grad_accum`` micro-batches (skipped when non-finite, see the module

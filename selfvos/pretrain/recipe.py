@@ -12,6 +12,11 @@
 4. export the model as ``output_dir/model`` (safetensors + config.json, loadable with
    ``selfvos.from_pretrained``).
 
+``init`` continues pretraining from a checkpoint: every weight of the model starts from it, strictly (same
+architecture, names and shapes; anything else is an error naming its weights file), and ``training.json``
+records it with its SHA-256. ``run_pretraining(cfg, callbacks=...)`` adds engine callbacks after the relabel
+one (e.g. a wall-clock budget, :mod:`selfvos.pretrain.adapt`).
+
 A NaN/inf loss skips the update (``train.max_nonfinite_steps`` in a row stop the run); relabeling and the
 export refuse non-finite weights, and a run that raises is marked FAILED in MLflow.
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -67,6 +73,7 @@ class PretrainConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     bootstrap: BootstrapConfig = field(default_factory=BootstrapConfig)
+    init: str | None = None  # checkpoint (folder, .safetensors, Hub id) every weight starts from; None = fresh
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=300, batch_size=4, lr=3e-4, warmup_steps=20, output_dir="runs/mug_synthetic", save_every=100))
 
@@ -86,8 +93,18 @@ def _main_first(accelerator, fn):
     return result
 
 
-def run_pretraining(cfg: PretrainConfig) -> Path:
-    """Pretrain, bootstrapping between rounds; returns the exported model folder."""
+def init_from_checkpoint(model: Any, checkpoint: str) -> None:
+    """Load every weight of ``model`` from ``checkpoint`` (an exported folder, a ``.safetensors`` file or a Hub
+    id); a missing, unexpected or differently shaped tensor is a ``SelfvosInputError`` naming the weights file."""
+    from selfvos.hub.record import weights_file
+    from selfvos.hub.weights import load_weights
+
+    load_weights(model, weights_file(checkpoint), strict=True)
+
+
+def run_pretraining(cfg: PretrainConfig, callbacks: Sequence[Any] = ()) -> Path:
+    """Pretrain, bootstrapping between rounds; returns the exported model folder. ``callbacks``: further
+    engine callbacks, run after the relabel one."""
     from accelerate.utils import set_seed
 
     from selfvos.config import to_dict
@@ -115,14 +132,18 @@ def run_pretraining(cfg: PretrainConfig) -> Path:
 
     provider = RoundMaskProvider(store)
     augment = ClipAugment(cfg.data.augment_cfg) if cfg.data.augment else None
-    if cfg.objective.flow_explanation and not cfg.clip.flow:
-        cfg.clip.flow = True  # the motion objective reads the clips' optical flow
+    if (cfg.objective.flow_explanation or cfg.objective.sfm) and not cfg.clip.flow:
+        cfg.clip.flow = True  # the flow-explanation and SfM-Net objectives read the clips' optical flow
     dataset = ClipDataset(collection, cfg.clip, mask_provider=provider, augment=augment,
                           clips_per_video=cfg.data.clips_per_video)
     set_seed(cfg.train.seed)  # the same initial weights for the same config, whatever ran before in this process
     model = MuGModel(cfg.model)
+    if cfg.init:
+        init_from_checkpoint(model, cfg.init)
     relabel = RelabelCallback(cfg, collection, store, provider)
-    trainer = Trainer(model, dataset, cfg.train, objective=MuGObjective(cfg.objective), callbacks=[relabel],
+    objective = MuGObjective(cfg.objective, feature_channels=model.feature_channels)
+    trainer = Trainer(model, dataset, cfg.train, objective=objective,
+                      callbacks=[relabel, *callbacks],
                       run_config={k: v for k, v in to_dict(cfg).items() if k != "train"})
     with trainer:  # the MLflow run ends FINISHED, or FAILED / KILLED when anything below raises
         if accelerator.is_main_process and manifest0 is not None and trainer.state.step == 0:
@@ -138,7 +159,7 @@ def run_pretraining(cfg: PretrainConfig) -> Path:
         out = trainer.export(Path(cfg.train.output_dir) / "model")  # refuses non-finite weights
         if accelerator.is_main_process:
             write_training_record(out, recipe="recipes/mug_pretrain.py", data=[cfg.data.source], config=cfg,
-                                  step=trainer.state.step, rounds=trainer.state.round, videos=collection.names,
-                                  pseudo_label_store=str(cfg.store_dir))
+                                  init=cfg.init, step=trainer.state.step, rounds=trainer.state.round,
+                                  videos=collection.names, pseudo_label_store=str(cfg.store_dir))
             log.info("exported the pretrained model to %s", out)
     return out

@@ -108,3 +108,19 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert sa.rounds() == sb.rounds() == [0, 1, 2]
     for name in ("synthetic_0000", "synthetic_0001"):
         assert (sa.read(2, name, 3) == sb.read(2, name, 3)).all()
+
+
+def test_the_sfm_and_morel_switches_train_in_the_recipe(tmp_path):
+    """--objective.sfm / --objective.morel: the recipe gives the motion heads the model's feature channels and
+    the clips their flow; the motion heads are checkpointed with the objective, not exported with the model."""
+    cfg = tiny_config(tmp_path / "run", **{"objective.sfm": True, "objective.morel": True, "bootstrap.rounds": 1,
+                                           "train.max_steps": 2})
+    out = run_pretraining(cfg)
+    assert cfg.clip.flow
+    from safetensors import safe_open
+
+    with safe_open(str(out / "model.safetensors"), "pt") as weights:
+        assert not any("motion" in name for name in weights.keys())
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])  # tests/conftest.py: a sqlite store per test
+    run = client.search_runs([client.get_experiment_by_name("selfvos").experiment_id])[0]
+    assert run.data.metrics["sfm"] > 0 and run.data.metrics["morel"] > 0
