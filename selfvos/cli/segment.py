@@ -1,6 +1,7 @@
 """``selfvos segment``: segment one video (file or folder of frames) with a pretrained checkpoint.
 
-    selfvos segment --checkpoint CKPT --input VIDEO_OR_FRAMES_DIR --out OUT_DIR [--first-mask MASK.png]
+    selfvos segment --checkpoint CKPT --input VIDEO_OR_FRAMES_DIR --out OUT_DIR
+                    [--first-mask MASK.png | --box "x0,y0,x1,y1[;...]" --points "x,y[,label][;...]" ...]
                     [--overlay OUT.mp4] [--task auto|zero-shot|one-shot] [--max-side N] [--device cpu|cuda]
                     [--mode online|offline] [--references N] [--reference-weight W] [--motion-weight W]
                     [--grabcut ITERATIONS] [--prior-weight W] [--refine-radius PIXELS]
@@ -10,6 +11,20 @@ Writes ``OUT_DIR/<frame name>.png`` (DAVIS-palette PNG of object ids) for every 
 input frames (``00000`` ... for a video file). With ``--first-mask`` the mask of the first frame is
 propagated (one-shot); without it the primary object is segmented from the model alone (zero-shot).
 ``--overlay`` also writes the frames with the masks blended in and outlined (H.264; .mp4, .mkv, .mov, .avi).
+
+Without an annotation tool, prompt the first frame instead of ``--first-mask`` (pixels of the input frame,
+x = column, y = row):
+
+- ``--box "x0,y0,x1,y1;x0,y0,x1,y1"``: one box per object (x1, y1 exclusive), object k = the k-th box;
+- ``--points "x,y[,label];x,y[,label]"``: the clicks of ONE object (label 1 = on the object, the default;
+  0 = not on it); repeat ``--points`` for each object: the k-th ``--points`` is object k, and with ``--box``
+  the k-th box and the k-th ``--points`` belong to the same object.
+
+The first-frame mask is then made from the prompts with the model's evidence
+(:func:`selfvos.inference.prompts.mask_from_prompts`), written as ``<OUT_DIR>.prompt.png`` (palette PNG of
+ids) with a picture of it, the boxes and the clicks as ``<OUT_DIR>.prompt_preview.png`` (beside OUT_DIR, not
+in it), both before propagation starts so they can be checked while it runs, and propagated as
+``--first-mask`` is. Bad prompts (syntax, outside the frame) are refused before the model is loaded.
 
 Outputs are all or nothing: the masks are written into a temporary sibling of OUT_DIR that replaces
 OUT_DIR (an earlier output there) only when every frame is done, and the overlay under a temporary name;
@@ -21,11 +36,14 @@ Example::
 
     selfvos segment --checkpoint runs/mug/final --input ../shared/data/videos/dog.mp4 --out out/dog \\
         --overlay out/dog.mp4 --max-side 432
+    selfvos segment --checkpoint runs/mug/final --input ../shared/data/videos/dog.mp4 --out out/dog \\
+        --box "400,150,900,700"        # -> out/dog.prompt.png, out/dog.prompt_preview.png, out/dog/*.png
 """
 from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Tuple
 
@@ -37,6 +55,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--input", required=True, help="video file, folder of frames, or any open_source spec")
     p.add_argument("--out", required=True, help="folder for the palette PNG masks")
     p.add_argument("--first-mask", default=None, help="first frame's mask (palette/grey PNG of ids): one-shot")
+    p.add_argument("--box", default=None, metavar="X0,Y0,X1,Y1[;...]",
+                   help="first-frame box of each object (pixels, x1/y1 exclusive), ';' between objects; "
+                        "instead of --first-mask")
+    p.add_argument("--points", action="append", default=None, metavar="X,Y[,LABEL][;...]",
+                   help="first-frame clicks of one object (label 1 = object, default; 0 = not the object); "
+                        "repeat per object: the k-th --points is object k (with --box: the k-th box's object)")
     p.add_argument("--overlay", default=None, help="also write an overlay video here (e.g. out.mp4)")
     add_common_options(p)
     p.set_defaults(func=run)
@@ -171,14 +195,66 @@ def read_first_mask(path: str, frame_shape: tuple) -> Any:
     return mask
 
 
-def check_task_options(task: str, first_mask: Optional[str]) -> None:
-    """``--task`` and ``--first-mask`` agree."""
+def check_task_options(task: str, first_mask: Optional[str], prompt_option: Optional[str] = None) -> None:
+    """``--task`` and ``--first-mask`` (or the prompt option ``prompt_option``, ``--box`` / ``--points``) agree."""
     from selfvos.errors import SelfvosInputError
 
-    if task == "one-shot" and not first_mask:
-        raise SelfvosInputError("--first-mask", "required with --task one-shot")
+    if task == "one-shot" and not first_mask and not prompt_option:
+        raise SelfvosInputError("--first-mask", "required with --task one-shot (or prompt with --box / --points)")
     if task == "zero-shot" and first_mask:
         raise SelfvosInputError("--first-mask", "not used by --task zero-shot (drop it or use --task one-shot)")
+    if task == "zero-shot" and prompt_option:
+        raise SelfvosInputError(prompt_option, "prompts are not used by --task zero-shot (drop them or use "
+                                               "--task one-shot)")
+
+
+def parse_prompt_options(args: argparse.Namespace) -> Tuple[Optional[list], Optional[list]]:
+    """(boxes, points) from ``--box`` / ``--points`` (None when absent), their syntax checked: a bad one is a
+    ``SelfvosInputError`` naming the option; prompts with ``--first-mask`` are refused."""
+    from selfvos.errors import SelfvosInputError
+    from selfvos.inference.prompts import parse_boxes, parse_points
+
+    if args.box is None and args.points is None:
+        return None, None
+    if args.first_mask:
+        option = "--box" if args.box is not None else "--points"
+        raise SelfvosInputError(option, "give --first-mask or prompts (--box / --points), not both")
+    try:
+        boxes = parse_boxes(args.box) if args.box is not None else None
+    except ValueError as err:
+        raise SelfvosInputError("--box", str(err)) from None
+    points = None
+    if args.points is not None:
+        points = []
+        for k, text in enumerate(args.points):
+            try:
+                points.append(parse_points(text))
+            except ValueError as err:
+                raise SelfvosInputError("--points", f"object {k + 1}: {err}") from None
+    return boxes, points
+
+
+def prompt_paths(out: str) -> Tuple[Path, Path]:
+    """``<OUT>.prompt.png`` and ``<OUT>.prompt_preview.png``, beside the output folder."""
+    folder = Path(out)
+    return folder.with_name(f"{folder.name}.prompt.png"), folder.with_name(f"{folder.name}.prompt_preview.png")
+
+
+def write_prompt_outputs(frame: Any, ids: Any, boxes: Optional[list], points: Optional[list], out: str,
+                         objects: int) -> None:
+    """Write the prompt mask and its preview beside ``out`` (atomically) and say where they are, and which of
+    the ``objects`` prompted came out empty."""
+    from selfvos.inference.prompts import prompt_preview, save_preview, save_prompt_mask
+
+    mask_path, preview_path = prompt_paths(out)
+    save_prompt_mask(ids, mask_path)
+    save_preview(prompt_preview(frame, ids, boxes, points), preview_path)
+    found = [int(i) for i in sorted(set(ids.ravel().tolist())) if i]
+    print(f"prompt mask ({len(found)} object{'s' if len(found) != 1 else ''}): {mask_path}, preview: {preview_path}")
+    empty = [k for k in range(1, objects + 1) if k not in found]
+    if empty and found:
+        print(f"warning: the prompts of object(s) {', '.join(map(str, empty))} gave no pixel; they are not followed",
+              file=sys.stderr)
 
 
 def check_not_overwritten(output: Optional[str], option: str, inputs: Iterable[Optional[str]],
@@ -206,6 +282,11 @@ def check_outputs(args: argparse.Namespace) -> None:
 
     check_output_folder(args.out, "--out")
     check_not_overwritten(args.out, "--out", [args.input, args.first_mask, args.checkpoint], as_folder=True)
+    if getattr(args, "box", None) is not None or getattr(args, "points", None) is not None:
+        for path in prompt_paths(args.out):
+            check_not_overwritten(str(path), "--out", [args.input, args.checkpoint], as_folder=False)
+            if path.is_dir():
+                raise SelfvosInputError(path, "the prompt mask / preview would go here but it is a folder")
     if args.overlay:
         check_not_overwritten(args.overlay, "--overlay", [args.input, args.first_mask], as_folder=False)
         if Path(args.overlay).resolve().is_relative_to(Path(args.out).resolve()):
@@ -283,18 +364,32 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from selfvos.inference.io import check_overlay_path
+    from selfvos.inference.prompts import check_prompts
 
-    check_task_options(args.task, args.first_mask)
+    boxes, points = parse_prompt_options(args)
+    prompted = boxes is not None or points is not None
+    prompt_option = ("--box" if boxes is not None else "--points") if prompted else None
+    check_task_options(args.task, args.first_mask, prompt_option)
     check_outputs(args)
     video = open_video(args.input)
     size = check_frame_sizes(video)
     first_mask = read_first_mask(args.first_mask, size) if args.first_mask else None
+    objects = check_prompts(boxes, points, size) if prompted else 0
     if args.overlay:
         check_overlay_path(args.overlay, size, video.fps)
-    task = "one-shot" if first_mask is not None else "zero-shot"
+    task = "one-shot" if first_mask is not None or prompted else "zero-shot"
     model = load_model(args.checkpoint, args.device)
     check_task(model, task, args.checkpoint)
     segmenter = make_segmenter(model, args, task)
+    if prompted:
+        frame = video.frame(0)
+        first_mask = segmenter.mask_from_prompts(frame, boxes, points)
+        write_prompt_outputs(frame, first_mask, boxes, points, args.out, objects)
+        if not first_mask.any():
+            from selfvos.errors import SelfvosInputError
+
+            raise SelfvosInputError(prompt_option, "the prompts gave an empty first-frame mask; see the preview "
+                                                   "and adjust them")
     out_dir, start = Path(args.out), time.perf_counter()
     count = write_outputs(segmenter, video, first_mask, out_dir, args.overlay)
     seconds = time.perf_counter() - start

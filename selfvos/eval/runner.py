@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Mapping, Sequence, Union
 
 from selfvos.errors import PathLike, SelfvosInputError
 from selfvos.hub.record import weights_sha256
@@ -100,7 +100,8 @@ def _segment_baseline(task: str, video: Any, first: Any, settings: Mapping[str, 
 
 
 def run_variant(model: Any, collection: Iterable[Any], task: str, out: PathLike, *, gt_dir: PathLike,
-                **settings: Any) -> Dict[str, Any]:
+                model_for: Callable[[Any, Any], Any] | None = None,
+                first_mask: Callable[[Any], Any] | None = None, **settings: Any) -> Dict[str, Any]:
     """Segment every video of ``collection`` into ``out/<video>/<frame>.png`` and score it against
     ``gt_dir/<video>/<frame>.png`` (official protocol).
 
@@ -108,9 +109,13 @@ def run_variant(model: Any, collection: Iterable[Any], task: str, out: PathLike,
     ``settings`` are its keyword arguments), a floor of :data:`BASELINE_TASKS` (``model`` unused), or a
     label-free whole-video method as a callable ``task(video) -> masks`` (e.g. IET; ``model`` unused, the
     callable holds what it needs). Every task but zero-shot and callables gets the first-frame annotation of
-    each video (void as background).
+    each video (void as background), or ``first_mask(video)`` ((H, W) uint8 ids) when that function is given
+    (e.g. a mask made from prompts).
+    ``model_for(video, first_mask) -> model``, when given, makes the model of each video (e.g. a copy fine-tuned
+    on its first frame, :mod:`selfvos.inference.online`) for a Segmenter task; its time is not segmentation time.
     Returns ``{"J&F", "J", "F"}`` in percent, ``"frames_per_s"`` (segmentation time only; None for
-    ``"copy"``) and ``"per_sequence_JF"`` ({video: J&F in percent}).
+    ``"copy"``) and ``"per_sequence_JF"`` ({video: J&F in percent}); with ``model_for`` also
+    ``"model_for_s"`` ({video: seconds ``model_for`` took}).
     """
     import numpy as np
 
@@ -121,9 +126,11 @@ def run_variant(model: Any, collection: Iterable[Any], task: str, out: PathLike,
     from selfvos.inference.io import write_mask_folder
 
     out = Path(out)
-    frames, seconds, names = 0, 0.0, []
+    frames, seconds, names, prepared = 0, 0.0, [], {}
     for video in collection:
-        first = first_frame_mask(video) if task != "zero-shot" and not callable(task) else None
+        first = None
+        if task != "zero-shot" and not callable(task):
+            first = first_frame_mask(video) if first_mask is None else first_mask(video)
         if callable(task):
             start = time.perf_counter()
             masks = list(task(video))
@@ -131,7 +138,12 @@ def run_variant(model: Any, collection: Iterable[Any], task: str, out: PathLike,
         elif task in BASELINE_TASKS:
             masks, spent = _segment_baseline(task, video, first, settings)
         else:
-            segmenter = Segmenter(model, task, **settings)
+            video_model = model
+            if model_for is not None:
+                start = time.perf_counter()
+                video_model = model_for(video, first)
+                prepared[video.name] = time.perf_counter() - start
+            segmenter = Segmenter(video_model, task, **settings)
             start = time.perf_counter()
             masks = list(segmenter.segment_video(video, first_mask=first, progress=False))
             spent = time.perf_counter() - start
@@ -140,9 +152,10 @@ def run_variant(model: Any, collection: Iterable[Any], task: str, out: PathLike,
         names.append(video.name)
         write_mask_folder(out / video.name, video.frame_names, [np.asarray(m, np.uint8) for m in masks])
     result = to_dict(evaluate_folders(out, gt_dir, sequences=names, protocol="official"))
-    return {"J&F": 100 * result["mean"]["JF"], "J": 100 * result["mean"]["J"], "F": 100 * result["mean"]["F"],
-            "frames_per_s": frames / seconds if seconds else None,
-            "per_sequence_JF": {s: 50 * (v["J"] + v["F"]) for s, v in result["sequences"].items()}}
+    scores = {"J&F": 100 * result["mean"]["JF"], "J": 100 * result["mean"]["J"], "F": 100 * result["mean"]["F"],
+              "frames_per_s": frames / seconds if seconds else None,
+              "per_sequence_JF": {s: 50 * (v["J"] + v["F"]) for s, v in result["sequences"].items()}}
+    return {**scores, "model_for_s": prepared} if model_for is not None else scores
 
 
 def wanted(name: str, only: str) -> bool:

@@ -11,6 +11,8 @@ so one model can serve several segmenters::
     seg.reset()
     for ids in seg.segment_video(video):            # no mask -> zero-shot; (H, W) uint8 object ids
         ...
+    probs = seg.step(frame0, boxes=[(x0, y0, x1, y1)])   # prompts at the first step -> one-shot from
+    seg.prompt_mask                                     # the mask made from them (selfvos.inference.prompts)
 
 ``max_side`` shrinks frames (area) and the given masks (nearest) so the core works at that size;
 probabilities come back bilinearly upsampled to the input frame size. (The MuG zero-shot core sizes its
@@ -88,13 +90,19 @@ class Segmenter:
         head: keyword overrides of a head's inference settings (e.g. ``{"memory_every": 5}`` for STM).
         max_side: longer side the core works at (None: each core's default scale; MuG zero-shot
             ``ZeroShotConfig.input_max_side``, MuG one-shot ``OneShotConfig.short_side``, heads the frame size).
+        prompt: ``PromptConfig`` for first-frame masks made from boxes / clicks (default settings when None).
+
+    Prompts (``boxes`` / ``points`` of :meth:`step` and :meth:`segment_video`, see
+    :func:`selfvos.inference.prompts.mask_from_prompts`) make the first frame's mask with the model's own
+    evidence; it is kept as :attr:`prompt_mask` ((H, W) uint8 ids) and propagated as a given mask would be.
     """
 
     def __init__(self, model: Any, task: str = "auto", *, zero_shot: Optional[ZeroShotConfig] = None,
-                 one_shot: Any = None, head: Optional[Dict[str, Any]] = None, max_side: Optional[int] = None) -> None:
+                 one_shot: Any = None, head: Optional[Dict[str, Any]] = None, max_side: Optional[int] = None,
+                 prompt: Any = None) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-        self.model, self.task, self.max_side = model, task, max_side
+        self.model, self.task, self.max_side, self.prompt_config = model, task, max_side, prompt
         self.head_options = dict(head or {})
         self.zero_shot_config = dataclasses.replace(zero_shot or ZeroShotConfig())
         if max_side is not None:
@@ -110,6 +118,7 @@ class Segmenter:
         """Forget the current video; the next :meth:`step` picks the task again."""
         self._core: Any = None
         self.active_task: Optional[str] = None
+        self.prompt_mask: Optional[np.ndarray] = None
 
     @property
     def object_ids(self) -> List[int]:
@@ -129,9 +138,35 @@ class Segmenter:
         self._core = create_core(self.model, self.active_task, {
             "zero_shot": self.zero_shot_config, "one_shot": self.one_shot_config, "head": self.head_options})
 
-    def step(self, frame: np.ndarray, mask: Optional[np.ndarray] = None) -> torch.Tensor:
-        """(H, W, 3) uint8 RGB [+ (H, W) uint8 ids] -> (K+1, H, W) float32 probabilities (channel 0 = background)."""
+    def mask_from_prompts(self, frame: np.ndarray, boxes: Any = None, points: Any = None) -> np.ndarray:
+        """The first frame's (H, W) uint8 ids from prompts (``boxes`` [(x0, y0, x1, y1)], ``points`` [[(x, y,
+        label)]] per object), made with this model's evidence; kept as :attr:`prompt_mask`. A zero-shot task
+        takes no prompts (``ValueError``); bad prompts are a ``SelfvosInputError``."""
+        from selfvos.inference.prompts import mask_from_prompts
+
+        if self.task == "zero-shot":
+            raise ValueError("zero-shot segmentation takes no prompts; use task='one-shot' or 'auto'")
+        self.prompt_mask = mask_from_prompts(np.asarray(frame), boxes=boxes, points=points, model=self.model,
+                                             cfg=self.prompt_config)
+        return self.prompt_mask
+
+    def _prompted_mask(self, frame: np.ndarray, mask: Optional[np.ndarray], boxes: Any, points: Any
+                       ) -> Optional[np.ndarray]:
+        """``mask``, or the mask made from the prompts when there are any (first step only, never with a mask)."""
+        if boxes is None and points is None:
+            return mask
+        if mask is not None:
+            raise ValueError("give the first frame's mask or prompts (boxes / points), not both")
+        if self._core is not None:
+            raise ValueError("prompts are taken at the first step only; reset() to start a new video")
+        return self.mask_from_prompts(frame, boxes, points)
+
+    def step(self, frame: np.ndarray, mask: Optional[np.ndarray] = None, *, boxes: Any = None,
+             points: Any = None) -> torch.Tensor:
+        """(H, W, 3) uint8 RGB [+ (H, W) uint8 ids, or prompts at the first step] -> (K+1, H, W) float32
+        probabilities (channel 0 = background). ``boxes`` / ``points``: see :meth:`mask_from_prompts`."""
         frame = np.asarray(frame)
+        mask = self._prompted_mask(frame, mask, boxes, points)
         if self._core is None:
             self._start(mask is not None)
         if self.active_task == "zero-shot" and mask is not None:
@@ -159,9 +194,11 @@ class Segmenter:
 
         return ids_from_probabilities(probabilities, self.object_ids, getattr(self.one_shot_config, "object_gain", 1.0))
 
-    def segment_video(self, video: LazyVideo, first_mask: Optional[np.ndarray] = None,
-                      progress: bool = True) -> Iterator[np.ndarray]:
-        """(H, W) uint8 ids for every frame of ``video`` in order; one-shot iff ``first_mask`` is given.
+    def segment_video(self, video: LazyVideo, first_mask: Optional[np.ndarray] = None, progress: bool = True, *,
+                      boxes: Any = None, points: Any = None) -> Iterator[np.ndarray]:
+        """(H, W) uint8 ids for every frame of ``video`` in order; one-shot iff ``first_mask`` or prompts
+        (``boxes`` / ``points`` on frame 0, see :meth:`mask_from_prompts`; the mask made is :attr:`prompt_mask`)
+        are given.
 
         Only ``video.frame(t)`` is read: ground-truth masks of the video are never looked at.
         Zero-shot runs in the configured mode (``offline`` sees the whole video first). A frame whose size
@@ -171,6 +208,10 @@ class Segmenter:
 
         video = UniformSizeVideo(video)
         self.reset()
+        if boxes is not None or points is not None:
+            if first_mask is not None:
+                raise ValueError("give the first frame's mask or prompts (boxes / points), not both")
+            first_mask = self.mask_from_prompts(video.frame(0), boxes, points)
         self._start(first_mask is not None)
         if isinstance(self._core, ZeroShotSegmenter):  # offline mode sees the whole video first
             yield from self._core.segment_video(video, progress=progress)
