@@ -1,7 +1,7 @@
 """Name -> constructor registries, timm style, and the one model registry.
 
-A new backbone, objective, data source, pseudo-labeler or inference core is one new file plus one
-``@REGISTRY.register("name")`` line. ``create(name, **cfg)`` builds it; ``names()`` lists them.
+A new backbone, objective, data source, pseudo-labeler, inference core or online fine-tuning loss is one new
+file plus one ``@REGISTRY.register("name")`` line. ``create(name, **cfg)`` builds it; ``names()`` lists them.
 
 Models (the pretrained MuG network, backbones, every supervised head) have ONE registry: the architecture
 name a class declares with ``@register_architecture`` (``selfvos.hub.mixin``), which is also what
@@ -60,6 +60,8 @@ OBJECTIVES = Registry("objective")
 SOURCES = Registry("source")
 PSEUDO_LABELERS = Registry("pseudo-labeler")
 CORES = Registry("inference core")  # architecture -> factory(model, task, options) (selfvos.inference.core)
+# architecture -> loss(model, batch, **options) -> scalar tensor of online fine-tuning (selfvos.inference.online)
+ONLINE_LOSSES = Registry("online loss")
 
 REGISTRIES = {
     "backbones": BACKBONES,
@@ -67,6 +69,7 @@ REGISTRIES = {
     "sources": SOURCES,
     "pseudo-labelers": PSEUDO_LABELERS,
     "inference-cores": CORES,
+    "online-losses": ONLINE_LOSSES,
 }
 
 # Modules whose import fills the registries. Importing lazily keeps `selfvos --help` fast and

@@ -35,7 +35,7 @@ from selfvos.errors import SelfvosInputError
 from selfvos.heads.base import HeadConfig, VOSHead, one_hot_objects
 from selfvos.hub.mixin import ModelInfo, register_architecture
 from selfvos.layers import KeyValue, RefinementDecoder, memory_read, soft_aggregate
-from selfvos.registry import CORES
+from selfvos.registry import CORES, ONLINE_LOSSES
 
 
 @dataclass
@@ -291,3 +291,13 @@ def stm_core(model: STM, task: str, options: Mapping[str, Any]) -> STMInferenceC
     if unknown:
         raise SelfvosInputError("head options", f"STM has no inference setting(s) {unknown}; known: {sorted(known)}")
     return STMInferenceCore(model, dataclasses.replace(model.config.inference, **overrides))
+
+
+@ONLINE_LOSSES.register("stm")
+def stm_online_loss(model: STM, batch: Mapping[str, torch.Tensor], loss: Any = None) -> torch.Tensor:
+    """Online fine-tuning loss of STM (:mod:`selfvos.inference.online`): the training forward on pseudo-clips
+    (view 0's mask memorised, views 1..T-1 segmented) scored by the fine-tuning objective,
+    ``SegmentationLoss(loss)`` (a ``LossConfig``; default cross-entropy), exactly as the fine-tuning recipe."""
+    from selfvos.finetune.losses import SegmentationLoss
+
+    return SegmentationLoss(loss)(model, batch)["loss"]
