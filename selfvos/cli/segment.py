@@ -5,7 +5,7 @@
                     [--overlay OUT.mp4] [--task auto|zero-shot|one-shot] [--max-side N] [--device cpu|cuda]
                     [--mode online|offline] [--references N] [--reference-weight W] [--motion-weight W]
                     [--grabcut ITERATIONS] [--prior-weight W] [--refine-radius PIXELS]
-                    [--object-gain G]
+                    [--object-gain G] [--online-steps N]
 
 Writes ``OUT_DIR/<frame name>.png`` (DAVIS-palette PNG of object ids) for every frame, named like the
 input frames (``00000`` ... for a video file). With ``--first-mask`` the mask of the first frame is
@@ -93,6 +93,9 @@ def add_common_options(p: argparse.ArgumentParser, tasks: tuple = ("auto", "zero
     p.add_argument("--refine-radius", type=bounded(int, low=0), default=None, metavar="PIXELS",
                    help="one-shot: guided-filter refinement radius at the working size, 0 = plain bilinear "
                         "upsampling (default: OneShotConfig.refine_radius)")
+    p.add_argument("--online-steps", type=bounded(int, low=0), default=0, metavar="N",
+                   help="one-shot: fine-tune a copy of the model for N steps on the first frame and its mask before "
+                        "propagating (OSVOS-style; selfvos.inference.online.OnlineFinetuneConfig), 0 = off (default)")
     p.add_argument("--head-option", action="append", default=[], metavar="KEY=VALUE",
                    help="a head's inference setting, repeatable (e.g. STM: --head-option memory_every=5 "
                         "--head-option max_memory=8); see the head's inference config")
@@ -147,8 +150,13 @@ def make_segmenter(model: Any, args: argparse.Namespace, task: str) -> Any:
                                **{k: v for k, v in optional.items() if v is not None})
     one_shot = OneShotConfig(**{k: v for k, v in {"refine_radius": args.refine_radius,
                                                   "object_gain": args.object_gain}.items() if v is not None})
+    online = None
+    if getattr(args, "online_steps", 0):
+        from selfvos.inference.online import OnlineFinetuneConfig
+
+        online = OnlineFinetuneConfig(steps=args.online_steps)
     return Segmenter(model, task, zero_shot=zero_shot, one_shot=one_shot, head=head_options(args.head_option),
-                     max_side=args.max_side)
+                     max_side=args.max_side, online=online)
 
 
 def head_options(pairs: list) -> dict:

@@ -91,6 +91,9 @@ class Segmenter:
         max_side: longer side the core works at (None: each core's default scale; MuG zero-shot
             ``ZeroShotConfig.input_max_side``, MuG one-shot ``OneShotConfig.short_side``, heads the frame size).
         prompt: ``PromptConfig`` for first-frame masks made from boxes / clicks (default settings when None).
+        online: ``OnlineFinetuneConfig``: before a one-shot video is propagated, a copy of the model is
+            fine-tuned on its first frame and mask (:func:`selfvos.inference.online.finetune_on_frames`) and
+            segments that video (kept as :attr:`video_model`; ``model`` itself is never changed). None: off.
 
     Prompts (``boxes`` / ``points`` of :meth:`step` and :meth:`segment_video`, see
     :func:`selfvos.inference.prompts.mask_from_prompts`) make the first frame's mask with the model's own
@@ -99,10 +102,11 @@ class Segmenter:
 
     def __init__(self, model: Any, task: str = "auto", *, zero_shot: Optional[ZeroShotConfig] = None,
                  one_shot: Any = None, head: Optional[Dict[str, Any]] = None, max_side: Optional[int] = None,
-                 prompt: Any = None) -> None:
+                 prompt: Any = None, online: Any = None) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         self.model, self.task, self.max_side, self.prompt_config = model, task, max_side, prompt
+        self.online_config = online
         self.head_options = dict(head or {})
         self.zero_shot_config = dataclasses.replace(zero_shot or ZeroShotConfig())
         if max_side is not None:
@@ -119,6 +123,7 @@ class Segmenter:
         self._core: Any = None
         self.active_task: Optional[str] = None
         self.prompt_mask: Optional[np.ndarray] = None
+        self.video_model: Any = None  # the model of this video: ``model``, or its copy fine-tuned online
 
     @property
     def object_ids(self) -> List[int]:
@@ -129,13 +134,19 @@ class Segmenter:
             return [1]
         return [int(i) for i in self._core.object_ids]
 
-    def _start(self, has_mask: bool) -> None:
+    def _start(self, has_mask: bool, frame: Optional[np.ndarray] = None, mask: Optional[np.ndarray] = None) -> None:
         if has_mask and self.task == "zero-shot":
             raise ValueError("zero-shot segmentation takes no mask; use task='one-shot' or 'auto'")
         if not has_mask and self.task == "one-shot":
             raise ValueError("one-shot segmentation needs the first frame's mask at the first step")
         self.active_task = "one-shot" if has_mask else "zero-shot"
-        self._core = create_core(self.model, self.active_task, {
+        self.video_model = self.model
+        if self.online_config is not None and has_mask:
+            from selfvos.inference.online import finetune_on_frames
+
+            self.video_model = finetune_on_frames(self.model, [np.asarray(frame)], [np.asarray(mask, np.uint8)],
+                                                  self.online_config)
+        self._core = create_core(self.video_model, self.active_task, {
             "zero_shot": self.zero_shot_config, "one_shot": self.one_shot_config, "head": self.head_options})
 
     def mask_from_prompts(self, frame: np.ndarray, boxes: Any = None, points: Any = None) -> np.ndarray:
@@ -168,7 +179,7 @@ class Segmenter:
         frame = np.asarray(frame)
         mask = self._prompted_mask(frame, mask, boxes, points)
         if self._core is None:
-            self._start(mask is not None)
+            self._start(mask is not None, frame, mask)
         if self.active_task == "zero-shot" and mask is not None:
             raise ValueError("a zero-shot run takes no masks; reset() and start with the mask for one-shot")
         if isinstance(self._core, ZeroShotSegmenter):  # sizes its input itself
@@ -212,7 +223,7 @@ class Segmenter:
             if first_mask is not None:
                 raise ValueError("give the first frame's mask or prompts (boxes / points), not both")
             first_mask = self.mask_from_prompts(video.frame(0), boxes, points)
-        self._start(first_mask is not None)
+        self._start(first_mask is not None, video.frame(0) if first_mask is not None else None, first_mask)
         if isinstance(self._core, ZeroShotSegmenter):  # offline mode sees the whole video first
             yield from self._core.segment_video(video, progress=progress)
             return
