@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from selfvos.eval.runner import load_model, row_weights, run_variant, weights_sha256
+from selfvos.eval.runner import choose_splits, load_model, row_weights, run_variant, weights_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -117,15 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=str(REPO / "runs" / "adapt_davis16"), help="folder for the adapted runs")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
-    splits = [s for s in args.splits.split(",") if s]
-    unknown = [s for s in splits if s not in SPLITS]
-    if unknown:
-        raise SystemExit(f"--splits: unknown {unknown}; choose from {sorted(SPLITS)}")
-    budgets = [float(m) for m in args.minutes.split(",") if m]
-    missing = [str(SPLITS[s][0]) for s in splits if not SPLITS[s][0].is_dir()]
-    if missing:
-        print(f"skipped: {', '.join(missing)} not found", file=sys.stderr)
+    splits = choose_splits(args.splits, SPLITS)
+    if splits is None:
         return 0
+    budgets = [float(m) for m in args.minutes.split(",") if m]
     import torch
 
     from selfvos.atomic import atomic_write_json

@@ -28,7 +28,7 @@ from typing import Any, Dict
 
 import numpy as np
 
-from selfvos.eval.runner import load_model, print_table, row_weights, run_variant, weights_sha256
+from selfvos.eval.runner import choose_splits, load_model, print_table, row_weights, run_variant, weights_sha256
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -72,13 +72,8 @@ def main(argv=None) -> int:
                         help="run config that rebuilds the model of a step_XXXXXXX training checkpoint")
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
-    splits = [s for s in args.splits.split(",") if s]
-    unknown = [s for s in splits if s not in SPLITS]
-    if unknown:
-        raise SystemExit(f"--splits: unknown {unknown}; choose from {sorted(SPLITS)}")
-    missing = [str(SPLITS[s][0]) for s in splits if not SPLITS[s][0].is_dir()]
-    if missing:
-        print(f"skipped: {', '.join(missing)} not found", file=sys.stderr)
+    splits = choose_splits(args.splits, SPLITS)
+    if splits is None:
         return 0
     import torch
 

@@ -158,6 +158,23 @@ def run_variant(model: Any, collection: Iterable[Any], task: str, out: PathLike,
     return {**scores, "model_for_s": prepared} if model_for is not None else scores
 
 
+def choose_splits(text: str, available: Mapping[str, Sequence[Any]]) -> list | None:
+    """``--splits``: the comma-separated split names of ``text`` (an unknown one exits with the choices); None,
+    after a "skipped" line on stderr, when the data folder of a chosen split (the first item of its entry in
+    ``available``) is missing, so a benchmark run without ``../shared/data`` ends cleanly."""
+    import sys
+
+    splits = [s for s in text.split(",") if s]
+    unknown = [s for s in splits if s not in available]
+    if unknown:
+        raise SystemExit(f"--splits: unknown {unknown}; choose from {sorted(available)}")
+    missing = [str(available[s][0]) for s in splits if not Path(available[s][0]).is_dir()]
+    if missing:
+        print(f"skipped: {', '.join(missing)} not found", file=sys.stderr)
+        return None
+    return splits
+
+
 def wanted(name: str, only: str) -> bool:
     """``--only``: a comma-separated list of substrings of variant names; empty = every variant."""
     parts = [w for w in only.split(",") if w]

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 import selfvos.inference
 from selfvos.data.sources import open_source
 from selfvos.errors import SelfvosInputError
-from selfvos.eval.runner import load_model, print_columns, print_table, run_variant, wanted
+from selfvos.eval.runner import choose_splits, load_model, print_columns, print_table, run_variant, wanted
 from selfvos.inference.io import write_masks
 
 
@@ -116,3 +116,13 @@ def test_tables_and_only(capsys):
     print_columns({"model a": {"zero-shot": row}}, ["zero-shot"], "model")
     out = capsys.readouterr().out
     assert "copy" in out and "50.0" in out and " -" in out and "model a" in out
+
+
+def test_choose_splits_names_unknown_splits_and_skips_missing_data(tmp_path, capsys):
+    available = {"train": (tmp_path, "x"), "val-dev": (tmp_path / "absent", "y")}
+    assert choose_splits("train", available) == ["train"]
+    assert choose_splits("train,val-dev", available) is None
+    err = capsys.readouterr().err
+    assert err.startswith("skipped:") and str(tmp_path / "absent") in err
+    with pytest.raises(SystemExit, match="unknown \\['test'\\]"):
+        choose_splits("train,test", available)
