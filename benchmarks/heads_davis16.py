@@ -33,7 +33,8 @@ from typing import Any, Dict
 REPO = Path(__file__).resolve().parents[1]
 VAL_DEV = REPO.parent / "shared" / "data" / "davis2016-val-dev"
 OUT = REPO / "benchmarks" / "results" / "heads_davis16.json"
-CONFIGS = {"stm": REPO / "recipes" / "configs" / "finetune" / "stm_davis16.yaml"}
+# one recipe per head: recipes/configs/finetune/<head>_davis16.yaml (a new head adds its YAML, nothing here)
+CONFIGS = {p.name[:-len("_davis16.yaml")]: p for p in sorted((REPO / "recipes" / "configs" / "finetune").glob("*_davis16.yaml"))}
 PUBLISHED = {"OSVOS (val-dev, published masks)": 81.2, "STM (all 20 val sequences, published)": 89.4}
 MEASURED = {"task": "one-shot-vos", "dataset": "DAVIS-2016", "split": "val-dev (4 sequences, 854x480)"}
 

@@ -4,7 +4,14 @@
 ``selfvos.Segmenter(model)`` runs it through the inference core its module registers. The protocol every
 head follows is in :mod:`selfvos.heads.base`; shared blocks live in :mod:`selfvos.layers`.
 """
+from selfvos.heads.agame import AGAME, AGAMEConfig, AGAMEInferenceConfig, AGAMEInferenceCore
 from selfvos.heads.base import HeadConfig, VOSHead, one_hot_objects
+from selfvos.heads.cfbi import CFBI, CFBIConfig, CFBIInferenceConfig, CFBIInferenceCore, CFBIPlus, CFBIPlusConfig
+from selfvos.heads.feelvos import FEELVOS, FEELVOSConfig, FEELVOSInferenceConfig, FEELVOSInferenceCore
+from selfvos.heads.munet import MUNet, MUNetConfig, MUNetInferenceConfig, MUNetInferenceCore
 from selfvos.heads.stm import STM, STMConfig, STMInferenceConfig, STMInferenceCore
 
-__all__ = ["HeadConfig", "STM", "STMConfig", "STMInferenceConfig", "STMInferenceCore", "VOSHead", "one_hot_objects"]
+__all__ = ["AGAME", "AGAMEConfig", "AGAMEInferenceConfig", "AGAMEInferenceCore", "CFBI", "CFBIConfig",
+           "CFBIInferenceConfig", "CFBIInferenceCore", "CFBIPlus", "CFBIPlusConfig", "FEELVOS", "FEELVOSConfig",
+           "FEELVOSInferenceConfig", "FEELVOSInferenceCore", "HeadConfig", "MUNet", "MUNetConfig", "MUNetInferenceConfig",
+           "MUNetInferenceCore", "STM", "STMConfig", "STMInferenceConfig", "STMInferenceCore", "VOSHead", "one_hot_objects"]

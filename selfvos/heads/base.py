@@ -24,13 +24,15 @@ Backbone modules are attributes whose name path contains ``backbone`` (the optim
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar, Dict, Tuple
+from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
 
 from selfvos.config import ChoiceConfig
+from selfvos.errors import SelfvosInputError
 from selfvos.hub.mixin import ModelInfo, SelfvosModelMixin
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -69,3 +71,30 @@ def one_hot_objects(masks: torch.Tensor, num_objects: int) -> torch.Tensor:
     """(B, H, W) int ids -> (B, K, H, W) float, channel k = (id == k + 1); void (255) and background are 0."""
     ids = torch.arange(1, num_objects + 1, device=masks.device).view(1, -1, 1, 1)
     return (masks.unsqueeze(1) == ids).float()
+
+
+def head_core(core_class: Callable[[Any, Any], Any]) -> Callable[[Any, str, Mapping[str, Any]], Any]:
+    """The core factory of a head (``CORES.register(name)(head_core(XInferenceCore))``): ``core_class(model,
+    inference)`` with the model's ``config.inference`` dataclass, fields overridden by ``options["head"]``;
+    an unknown field is a :class:`SelfvosInputError` listing the known ones."""
+
+    def factory(model: Any, task: str, options: Mapping[str, Any]) -> Any:
+        inference = model.config.inference
+        overrides = dict(options.get("head") or {})
+        known = {f.name for f in dataclasses.fields(inference)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise SelfvosInputError("head options", f"{type(model).__name__} has no inference setting(s) {unknown}; "
+                                                    f"known: {sorted(known)}")
+        return core_class(model, dataclasses.replace(inference, **overrides))
+
+    return factory
+
+
+def segmentation_online_loss(model: nn.Module, batch: Mapping[str, torch.Tensor], loss: Optional[Any] = None) -> torch.Tensor:
+    """Online fine-tuning loss of a head (:mod:`selfvos.inference.online`, registered per architecture in
+    ``ONLINE_LOSSES``): the training forward on pseudo-clips (view 0's mask given, views 1..T-1 segmented) scored
+    by ``SegmentationLoss(loss)`` (a ``LossConfig``; default cross-entropy), exactly as the fine-tuning recipe."""
+    from selfvos.finetune.losses import SegmentationLoss
+
+    return SegmentationLoss(loss)(model, batch)["loss"]

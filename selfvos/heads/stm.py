@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Deque, Dict, List, Mapping, Optional, Tuple
+from typing import Deque, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,8 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfvos.backbones import BackboneConfig, backbone_from_config
-from selfvos.errors import SelfvosInputError
-from selfvos.heads.base import HeadConfig, VOSHead, one_hot_objects
+from selfvos.heads.base import HeadConfig, VOSHead, one_hot_objects, head_core, segmentation_online_loss
 from selfvos.hub.mixin import ModelInfo, register_architecture
 from selfvos.layers import KeyValue, RefinementDecoder, memory_read, soft_aggregate
 from selfvos.registry import CORES, ONLINE_LOSSES
@@ -280,24 +279,7 @@ class STMInferenceCore:
         return probabilities[:, :h, :w].float()
 
 
-@CORES.register("stm")
-def stm_core(model: STM, task: str, options: Mapping[str, Any]) -> STMInferenceCore:
-    """The STM core with the model's inference settings, overridden by ``options["head"]``."""
-    import dataclasses
-
-    overrides = dict(options.get("head") or {})
-    known = {f.name for f in dataclasses.fields(STMInferenceConfig)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise SelfvosInputError("head options", f"STM has no inference setting(s) {unknown}; known: {sorted(known)}")
-    return STMInferenceCore(model, dataclasses.replace(model.config.inference, **overrides))
+CORES.register("stm")(head_core(STMInferenceCore))
 
 
-@ONLINE_LOSSES.register("stm")
-def stm_online_loss(model: STM, batch: Mapping[str, torch.Tensor], loss: Any = None) -> torch.Tensor:
-    """Online fine-tuning loss of STM (:mod:`selfvos.inference.online`): the training forward on pseudo-clips
-    (view 0's mask memorised, views 1..T-1 segmented) scored by the fine-tuning objective,
-    ``SegmentationLoss(loss)`` (a ``LossConfig``; default cross-entropy), exactly as the fine-tuning recipe."""
-    from selfvos.finetune.losses import SegmentationLoss
-
-    return SegmentationLoss(loss)(model, batch)["loss"]
+ONLINE_LOSSES.register("stm")(segmentation_online_loss)
