@@ -15,53 +15,25 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
-from selfvos.data.sources import open_source
-from selfvos.data.supervised import SupervisedClipConfig, SupervisedClipDataset, collate_objects
-from selfvos.finetune.losses import LossConfig, SegmentationLoss
-from selfvos.registry import create_model
+from selfvos.finetune.losses import LossConfig
 from tests.conftest import shared_path
-from tests.heads.test_stm_overfit import mean_object_j
+from tests.heads.test_stm_overfit import fit_clips, one_video
 
 STEPS = int(os.environ.get("SELFVOS_OVERFIT_STEPS", 150))
-
-
-def fit_clips(source: str, size: tuple, max_objects: int, steps: int, clips: int = 4) -> float:
-    """Train a fresh MUNet for ``steps`` full-batch AdamW steps on ``clips`` clips of ``source``; returns the
-    eval-mode J on the frames it segments."""
-    data = SupervisedClipDataset(open_source(source), SupervisedClipConfig(num_frames=3, max_skip=2, size=size,
-                                                                           max_objects=max_objects), clips_per_video=clips)
-    batch = collate_objects([data[i] for i in range(clips)])
-    assert int(batch["num_objects"].max()) >= min(max_objects, 6)
-    torch.manual_seed(0)
-    model = create_model("munet", decoder_dim=32)
-    objective = SegmentationLoss(LossConfig(ce=1.0, bootstrap=0.4, soft_iou=1.0))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    for _ in range(steps):
-        loss = objective(model, batch)["loss"]
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        out = model(batch)
-    return mean_object_j(out["logits"], batch["masks"][:, out["frames"]], batch["object_valid"])
+LOSS = LossConfig(ce=1.0, bootstrap=0.4, soft_iou=1.0)  # MUNet's
 
 
 @pytest.mark.slow
 def test_munet_overfits_one_large_object(tmp_path):
     """The positive control: from random weights MUNet fits clips of DAVIS-2016 ``bear`` (one large object)."""
-    root = shared_path("davis2016-train-240p")
-    for part in ("JPEGImages", "Annotations"):
-        (tmp_path / part).mkdir()
-        (tmp_path / part / "bear").symlink_to(root / part / "bear")
-    j = fit_clips(f"davis:{tmp_path}", (96, 176), max_objects=1, steps=80)
+    j = fit_clips(one_video(tmp_path, "bear"), (96, 176), max_objects=1, steps=80, head="munet", loss=LOSS)
     assert j > 0.85, f"J {j:.3f} after 80 steps"
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="MUNet from scratch does not fit 7 small objects at 96x176 yet (see module docstring)")
 def test_munet_overfits_schoolgirls():
-    j = fit_clips(f"davis:{shared_path('davis2017-multi')}", (96, 176), max_objects=7, steps=STEPS)
+    j = fit_clips(f"davis:{shared_path('davis2017-multi')}", (96, 176), max_objects=7, steps=STEPS, head="munet",
+                  loss=LOSS)
     assert j > 0.9, f"J {j:.3f} after {STEPS} steps"

@@ -38,17 +38,18 @@ def mean_object_j(logits: torch.Tensor, masks: torch.Tensor, valid: torch.Tensor
     return sum(scores) / len(scores)
 
 
-def fit_clips(source: str, size: tuple, max_objects: int, steps: int, clips: int = 4) -> float:
-    """Train a fresh STM for ``steps`` full-batch AdamW steps on ``clips`` clips of ``source``; returns the
-    eval-mode J on the frames it segments."""
+def fit_clips(source: str, size: tuple, max_objects: int, steps: int, clips: int = 4, head: str = "stm",
+              loss: LossConfig = LossConfig(ce=1.0, soft_iou=1.0), **overrides) -> float:
+    """Train a fresh ``head`` (``create_model(head, decoder_dim=32, **overrides)``) for ``steps`` full-batch AdamW
+    steps with ``loss`` on ``clips`` clips of ``source``; returns the eval-mode J on the frames it segments."""
     collection = open_source(source)
     data = SupervisedClipDataset(collection, SupervisedClipConfig(num_frames=3, max_skip=2, size=size,
                                                                   max_objects=max_objects), clips_per_video=clips)
     batch = collate_objects([data[i] for i in range(clips)])
     assert int(batch["num_objects"].max()) >= min(max_objects, 6)
     torch.manual_seed(0)
-    model = create_model("stm", decoder_dim=32)
-    objective = SegmentationLoss(LossConfig(ce=1.0, soft_iou=1.0))
+    model = create_model(head, **{"decoder_dim": 32, **overrides})
+    objective = SegmentationLoss(loss)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     for _ in range(steps):
         loss = objective(model, batch)["loss"]
@@ -61,14 +62,19 @@ def fit_clips(source: str, size: tuple, max_objects: int, steps: int, clips: int
     return mean_object_j(out["logits"], batch["masks"][:, out["frames"]], batch["object_valid"])
 
 
-@pytest.mark.slow
-def test_stm_overfits_one_large_object(tmp_path):
-    """The positive control: from random weights STM fits clips of DAVIS-2016 ``bear`` (one large object)."""
+def one_video(tmp_path, name: str) -> str:
+    """A ``davis:`` source holding only DAVIS-2016 train video ``name`` (symlinked)."""
     root = shared_path("davis2016-train-240p")
     for part in ("JPEGImages", "Annotations"):
         (tmp_path / part).mkdir()
-        (tmp_path / part / "bear").symlink_to(root / part / "bear")
-    j = fit_clips(f"davis:{tmp_path}", (96, 176), max_objects=1, steps=80)
+        (tmp_path / part / name).symlink_to(root / part / name)
+    return f"davis:{tmp_path}"
+
+
+@pytest.mark.slow
+def test_stm_overfits_one_large_object(tmp_path):
+    """The positive control: from random weights STM fits clips of DAVIS-2016 ``bear`` (one large object)."""
+    j = fit_clips(one_video(tmp_path, "bear"), (96, 176), max_objects=1, steps=80)
     assert j > 0.85, f"J {j:.3f} after 80 steps"
 
 
