@@ -193,17 +193,7 @@ class MUNet(STM):
         current = {name: x[:, 1:].flatten(0, 1) for name, x in feats.items()}
         queries = self.attend_motion(current, feats["reduced"][:, :-1].flatten(0, 1))  # frame i vs frame i-1
         queries = {name: x.reshape(b, t - 1, *x.shape[1:]) for name, x in queries.items()}
-        keys, values = self.encode_memory(frames[:, 0], one_hot_objects(masks[:, 0], k))
-        memory_k, memory_v = keys.unsqueeze(3), values.unsqueeze(3)  # (B, K, D, T=1, h, w)
-        outputs = []
-        for i in range(t - 1):
-            logits = self.segment({name: x[:, i] for name, x in queries.items()}, memory_k, memory_v, size, valid)
-            outputs.append(logits)
-            if i < t - 2:
-                keys, values = self.encode_memory(frames[:, i + 1], torch.softmax(logits, dim=1)[:, 1:])
-                memory_k = torch.cat([memory_k, keys.unsqueeze(3)], dim=3)
-                memory_v = torch.cat([memory_v, values.unsqueeze(3)], dim=3)
-        return {"logits": torch.stack(outputs, dim=1), "frames": torch.arange(1, t, device=frames.device)}
+        return self.propagate(queries, frames, one_hot_objects(masks[:, 0], k), size, valid)
 
 
 class MUNetInferenceCore(STMInferenceCore):

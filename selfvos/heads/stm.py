@@ -174,8 +174,14 @@ class STM(VOSHead):
         size = tuple(frames.shape[-2:])
         queries = self.encode_query(frames[:, 1:].flatten(0, 1))
         queries = {name: x.reshape(b, t - 1, *x.shape[1:]) for name, x in queries.items()}
-        probabilities = one_hot_objects(masks[:, 0], k)
-        keys, values = self.encode_memory(frames[:, 0], probabilities)
+        return self.propagate(queries, frames, one_hot_objects(masks[:, 0], k), size, valid)
+
+    def propagate(self, queries: Mapping[str, torch.Tensor], frames: torch.Tensor, first: torch.Tensor,
+                  size: Tuple[int, int], valid: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """The training recurrence: memorise frame 0 with its masks ``first`` (B, K, H, W), then segment frames
+        1..T-1 from their ``queries`` (each entry (B, T-1, ...)) and memorise each with its own prediction."""
+        t = frames.shape[1]
+        keys, values = self.encode_memory(frames[:, 0], first)
         memory_k, memory_v = keys.unsqueeze(3), values.unsqueeze(3)  # (B, K, D, T=1, h, w)
         outputs = []
         for i in range(t - 1):
