@@ -11,8 +11,8 @@ A head is an ``nn.Module`` with the Hub mixin and one dataclass config, register
         def forward(self, batch) -> {"logits": (B, T', K+1, H, W), "frames": (T',) long}
         def backbones(self) -> {"backbone": module, "memory_encoder.backbone": module}
 
-    @CORES.register("stm")
-    def stm_core(model, task, options): return STMInferenceCore(model, ...)
+    CORES.register("stm")(head_core(STMInferenceCore))   # STMInferenceCore(model, inference config)
+    ONLINE_LOSSES.register("stm")(segmentation_online_loss)
 
 Training batch (``selfvos.data.supervised``): ``frames`` (B, T, 3, H, W) in [0, 1], ``masks`` (B, T, H, W)
 int64 ids (0 background, 1..K objects, 255 void), ``object_valid`` (B, K) bool. ``forward`` returns logits
