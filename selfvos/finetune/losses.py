@@ -101,6 +101,12 @@ class SegmentationLoss(nn.Module):
         return out
 
     def forward(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """A head's auxiliary prediction (``out["aux_logits"]``, same shape as the logits, e.g. A-GAME's coarse
+        mask) adds ``out["aux_weight"]`` (default 1) times the same terms, reported as ``"aux"``."""
         out = model(batch)
         target = batch["masks"][:, out["frames"]]
-        return self.terms(out["logits"], target, batch.get("object_valid"))
+        terms = self.terms(out["logits"], target, batch.get("object_valid"))
+        if "aux_logits" in out:
+            terms["aux"] = self.terms(out["aux_logits"], target, batch.get("object_valid"))["loss"]
+            terms["loss"] = terms["loss"] + float(out.get("aux_weight", 1.0)) * terms["aux"]
+        return terms

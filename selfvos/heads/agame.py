@@ -22,8 +22,8 @@ coarse prediction (``update_with="coarse"``, as the paper and its released train
 default the soft-aggregated final probabilities area-pooled to 1/16 (the released test setting).
 
 Losses: ``forward`` returns the final ``logits`` and the coarse prediction as ``aux_logits`` (soft-aggregated,
-upsampled); the paper adds an auxiliary cross-entropy on the coarse mask, which ``agame_loss`` (the online
-fine-tuning loss) applies with weight ``coarse_loss``.
+upsampled); the paper adds an auxiliary cross-entropy on the coarse mask, which ``SegmentationLoss`` (fine-tuning and
+online) applies with the weight ``coarse_loss`` returned as ``aux_weight``.
 
 Reduced versus the paper (CPU budget, ResNet-18 instead of ResNet-101): ``gmm_dim`` 64 (paper 512 of 2048
 channels, the same C/4 ratio), ``propagation_dim`` 128 and ``fusion_dim`` 64 (paper 512 and 128).
@@ -31,7 +31,7 @@ channels, the same C/4 ratio), ``propagation_dim`` 128 and ``fusion_dim`` 64 (pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Tuple
+from typing import Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfvos.backbones import BackboneConfig, backbone_from_config
-from selfvos.heads.base import HeadConfig, VOSHead, one_hot_objects, head_core
+from selfvos.heads.base import HeadConfig, VOSHead, head_core, one_hot_objects, segmentation_online_loss
 from selfvos.hub.mixin import ModelInfo, register_architecture
 from selfvos.layers import soft_aggregate
 from selfvos.layers.gmm import GaussianMixtureAppearance, GMMState
@@ -81,7 +81,7 @@ class AGAMEConfig(HeadConfig):
     propagation_dim / fusion_dim: channels of the propagation and fusion / upsampling modules.
     propagate_first_frame: the propagation also sees the first frame's features and mask (released RGMP-like).
     update_with: what updates the state in training (``"coarse"``, the paper; or ``"final"``).
-    coarse_loss: weight of the auxiliary coarse cross-entropy in ``agame_loss``.
+    coarse_loss: weight of the auxiliary coarse loss terms (``aux_weight`` of the forward output).
     """
 
     backbone: BackboneConfig = field(default_factory=lambda: BackboneConfig(
@@ -235,7 +235,7 @@ class AGAME(VOSHead):
     # --- training -----------------------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """Clip frames (B, T, 3, H, W), first-frame ids ``masks[:, 0]`` -> logits (B, T-1, K+1, H, W) of frames
-        1..T-1 (``aux_logits``: the coarse prediction, same shape)."""
+        1..T-1 (``aux_logits``: the coarse prediction, same shape, weighted ``aux_weight`` in the loss)."""
         frames, masks = batch["frames"], batch["masks"]
         b, t = frames.shape[:2]
         if t < 2:
@@ -261,7 +261,7 @@ class AGAME(VOSHead):
                     coarse = seg_from_probabilities(torch.softmax(logits, dim=1)[:, 1:], ones, grid)
                 state = self.update_state(state, current, coarse)
         return {"logits": torch.stack(outputs, dim=1), "aux_logits": torch.stack(aux, dim=1),
-                "frames": torch.arange(1, t, device=frames.device)}
+                "aux_weight": self.config.coarse_loss, "frames": torch.arange(1, t, device=frames.device)}
 
 
 def _bfloat16_native(device: torch.device) -> bool:
@@ -342,22 +342,4 @@ class AGAMEInferenceCore:
 CORES.register("agame")(head_core(AGAMEInferenceCore))
 
 
-def agame_loss(model: AGAME, batch: Mapping[str, torch.Tensor], loss: Any = None) -> torch.Tensor:
-    """The paper's objective: ``SegmentationLoss(loss)`` terms on the final logits + ``config.coarse_loss`` times
-    the same terms on the coarse prediction (``aux_logits``), on the frames the head segments."""
-    from selfvos.finetune.losses import SegmentationLoss
-
-    objective = SegmentationLoss(loss)
-    out = model(batch)
-    target, valid = batch["masks"][:, out["frames"]], batch.get("object_valid")
-    total = objective.terms(out["logits"], target, valid)["loss"]
-    if model.config.coarse_loss:
-        total = total + model.config.coarse_loss * objective.terms(out["aux_logits"], target, valid)["loss"]
-    return total
-
-
-@ONLINE_LOSSES.register("agame")
-def agame_online_loss(model: AGAME, batch: Mapping[str, torch.Tensor], loss: Any = None) -> torch.Tensor:
-    """Online fine-tuning loss of A-GAME (:mod:`selfvos.inference.online`): ``agame_loss`` on the pseudo-clips
-    (view 0's mask initialises the state, views 1..T-1 are segmented)."""
-    return agame_loss(model, batch, loss)
+ONLINE_LOSSES.register("agame")(segmentation_online_loss)

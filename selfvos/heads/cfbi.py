@@ -19,7 +19,8 @@ the same ensembler, as in CFBI.
   first multiplies its input channels by ``sigmoid(FC(g_l))`` in (0, 1).
 - Collaborative ensembler, per label, per scale: ``[e_s, G, Gbar, L(k...), Lbar(k...), previous probability]``
   -> 3x3 conv (+ a strided conv of the finer stage, CFBI+'s bottom-up stages) -> ``blocks`` gated residual
-  blocks; then top-down (1/16 -> 1/8, 1x1 conv + add) and a 1/4 decoder with backbone ``layer1`` -> 1 logit.
+  blocks; then top-down (1/16 -> 1/8, 1x1 conv + add) and a DeepLabv3+-style 1/4 decoder (concat with
+  projected backbone ``layer1``, residual block) -> 1 logit.
   The L+1 label logits are upsampled bilinearly and normalised by a softmax over labels (CFBI's aggregation;
   padded objects get -1e4).
 
@@ -151,7 +152,7 @@ class CFBI(VOSHead):
         self.stages = nn.ModuleList([nn.ModuleList([ResBlock(w, w) for _ in range(cfg.blocks)]) for w in dims])
         self.low = nn.Conv2d(c1, cfg.decoder_dim, 1)
         self.top = nn.Conv2d(dims[0], cfg.decoder_dim, 1)
-        self.fuse = ResBlock(cfg.decoder_dim, cfg.decoder_dim)
+        self.fuse = ResBlock(2 * cfg.decoder_dim, cfg.decoder_dim)
         self.predict = nn.Conv2d(cfg.decoder_dim, 1, 3, padding=1)
 
     # --- embeddings and per-frame state -----------------------------------------------------------------
@@ -224,7 +225,7 @@ class CFBI(VOSHead):
             y = outputs[s - 1] + self.up[s - 1](F.interpolate(y, size=outputs[s - 1].shape[-2:], mode="bilinear",
                                                               align_corners=False))
         low = low.repeat_interleave(labels, dim=0)
-        z = low + F.interpolate(self.top(y), size=low.shape[-2:], mode="bilinear", align_corners=False)
+        z = torch.cat([low, F.interpolate(self.top(y), size=low.shape[-2:], mode="bilinear", align_corners=False)], 1)
         logits = self.predict(F.relu(self.fuse(z)))
         logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False).reshape(b, labels, *size)
         if valid is not None:

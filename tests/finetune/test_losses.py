@@ -78,3 +78,19 @@ def test_segmentation_loss_scores_the_predicted_frames(case):
     assert float(out["loss"]) == pytest.approx(expected, rel=1e-5) and set(out) == {"loss", "ce", "soft_iou"}
     with pytest.raises(ValueError, match="bootstrap"):
         LossConfig(bootstrap=1.5)
+
+
+def test_auxiliary_prediction_adds_its_weighted_terms(case):
+    logits, target = case
+    aux = logits.flip(-1)
+
+    class WithAux(torch.nn.Module):
+        def forward(self, batch):
+            return {"logits": logits.view(1, 2, 3, 4, 5), "aux_logits": aux.reshape(1, 2, 3, 4, 5),
+                    "aux_weight": 0.25, "frames": torch.tensor([1, 2])}
+
+    batch = {"masks": torch.cat([torch.zeros(1, 1, 4, 5, dtype=torch.long), target[None]], dim=1)}
+    out = SegmentationLoss(LossConfig(ce=1.0))(WithAux(), batch)
+    main, extra = float(cross_entropy(logits, target)), float(cross_entropy(aux, target))
+    assert float(out["aux"]) == pytest.approx(extra, rel=1e-5)
+    assert float(out["loss"]) == pytest.approx(main + 0.25 * extra, rel=1e-5)

@@ -10,6 +10,7 @@ import torch
 from torch.distributions import Normal
 
 import selfvos
+from selfvos.finetune.losses import SegmentationLoss
 from selfvos.heads.agame import AGAMEInferenceConfig, AGAMEInferenceCore
 from selfvos.layers.gmm import GaussianMixtureAppearance, GMMState, diagonal_log_likelihood, weighted_moments
 
@@ -155,12 +156,10 @@ def test_core_state_does_not_grow_with_the_video():
 @pytest.mark.parametrize("options", [{"update_with": "final"}, {"distractors": False, "appearance_output": "log_joint"},
                                      {"propagate_first_frame": False}])
 def test_variants_train_end_to_end(options):
-    from selfvos.heads.agame import agame_loss
-
     torch.manual_seed(0)
     model = selfvos.create_model("agame", gmm_dim=8, propagation_dim=16, fusion_dim=8, **options)
     masks = torch.zeros(1, 3, 32, 48, dtype=torch.int64)
     masks[:, :, 4:20, 6:30] = 1
     batch = {"frames": torch.rand(1, 3, 3, 32, 48), "masks": masks, "object_valid": torch.tensor([[True]])}
-    agame_loss(model, batch).backward()
+    SegmentationLoss()(model, batch)["loss"].backward()
     assert model.appearance.floor_raw.grad is not None and model.coarse_predictor.weight.grad.abs().sum() > 0

@@ -27,7 +27,8 @@ LOSS = LossConfig(ce=1.0, bootstrap=0.4, soft_iou=1.0)  # MUNet's
 @pytest.mark.slow
 def test_munet_overfits_one_large_object(tmp_path):
     """The positive control: from random weights MUNet fits clips of DAVIS-2016 ``bear`` (one large object)."""
-    j = fit_clips(one_video(tmp_path, "bear"), (96, 176), max_objects=1, steps=80, head="munet", loss=LOSS)
+    j = fit_clips(one_video(tmp_path, "bear"), (96, 176), max_objects=1, steps=80, head="munet", loss=LOSS,
+                  decoder_dim=32)
     assert j > 0.85, f"J {j:.3f} after 80 steps"
 
 
@@ -35,5 +36,5 @@ def test_munet_overfits_one_large_object(tmp_path):
 @pytest.mark.xfail(strict=True, reason="MUNet from scratch does not fit 7 small objects at 96x176 yet (see module docstring)")
 def test_munet_overfits_schoolgirls():
     j = fit_clips(f"davis:{shared_path('davis2017-multi')}", (96, 176), max_objects=7, steps=STEPS, head="munet",
-                  loss=LOSS)
+                  loss=LOSS, decoder_dim=32)
     assert j > 0.9, f"J {j:.3f} after {STEPS} steps"
