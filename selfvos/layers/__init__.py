@@ -9,6 +9,6 @@ from selfvos.layers.decoders import RefinementDecoder, ResBlock, Refine
 from selfvos.layers.matching import embedding_distance, global_matching, local_correlation, local_matching
 from selfvos.layers.memory_read import KeyValue, memory_read, soft_aggregate
 
-__all__ = ["BidirectionalConvRNN", "ConvGRUCell", "ConvLSTMCell", "KeyValue", "Refine", "RefinementDecoder", "ResBlock", "embedding_distance", "global_matching",
-           "local_correlation", "local_matching", "memory_read", "run_sequence",
-           "soft_aggregate"]
+__all__ = ["BidirectionalConvRNN", "ConvGRUCell", "ConvLSTMCell", "KeyValue", "Refine", "RefinementDecoder", "ResBlock",
+           "embedding_distance", "global_matching", "local_correlation", "local_matching", "memory_read",
+           "run_sequence", "soft_aggregate"]
