@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfvos.backbones import BackboneConfig, backbone_from_config
-from selfvos.heads.base import HeadConfig, VOSHead, head_core, one_hot_objects, segmentation_online_loss
+from selfvos.heads.base import HeadConfig, OneShotCore, VOSHead, head_core, one_hot_objects, segmentation_online_loss
 from selfvos.hub.mixin import ModelInfo, register_architecture
 from selfvos.layers import soft_aggregate
 from selfvos.layers.gmm import GaussianMixtureAppearance, GMMState
@@ -264,13 +264,7 @@ class AGAME(VOSHead):
                 "aux_weight": self.config.coarse_loss, "frames": torch.arange(1, t, device=frames.device)}
 
 
-def _bfloat16_native(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-class AGAMEInferenceCore:
+class AGAMEInferenceCore(OneShotCore):
     """Per-video A-GAME state: object ids, the mixture per object, the first frame's features and mask and the
     previous soft mask (``state_numel`` is flat in the video length). ``step(frame, mask=None) -> (K+1, H, W)``.
 
@@ -279,20 +273,9 @@ class AGAMEInferenceCore:
     Frames are padded (replicate) to a multiple of 16 and the output is cropped back.
     """
 
-    def __init__(self, model: AGAME, config: Optional[AGAMEInferenceConfig] = None) -> None:
-        self.model = model.eval()
-        self.config = config or model.config.inference
-        device = next(model.parameters()).device
-        self.bfloat16 = self.config.dtype == "bfloat16" or (self.config.dtype == "auto" and _bfloat16_native(device))
-        self.reset()
-
     def reset(self) -> None:
-        self._object_ids: List[int] = []
+        super().reset()
         self._state: Optional[AGAMEState] = None
-
-    @property
-    def object_ids(self) -> List[int]:
-        return list(self._object_ids)
 
     @property
     def state_numel(self) -> int:
@@ -304,25 +287,15 @@ class AGAMEInferenceCore:
 
     @torch.inference_mode()
     def step(self, frame: np.ndarray, mask: Optional[np.ndarray] = None) -> torch.Tensor:
-        device = next(self.model.parameters()).device
-        image = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)[None].float() / 255.0
-        h, w = image.shape[-2:]
-        pad = (0, (-w) % 16, 0, (-h) % 16)
-        image = F.pad(image, pad, mode="replicate") if any(pad) else image
+        device = self.device
+        image, (h, w) = self.image(frame, 16)
         padded = tuple(image.shape[-2:])
+        pad = (0, padded[1] - w, 0, padded[0] - h)
         known = F.pad(torch.ones(1, 1, h, w, device=device), pad)  # padding counts for neither class
-        if self._state is None:
-            if mask is None:
-                raise ValueError("A-GAME is one-shot: the first step needs the first frame's mask")
-            self._object_ids = [int(i) for i in np.unique(np.asarray(mask)) if i not in (0, 255)]
-            if not self._object_ids:
-                raise ValueError("the first mask has no object (only background / void)")
+        self.read_mask(mask, first=self._state is None)
         enc = self.model.encode(image, self.bfloat16)
         grid = tuple(enc["deep"].shape[-2:])
         if mask is not None:
-            unknown = sorted(set(int(i) for i in np.unique(mask)) - set(self._object_ids) - {0, 255})
-            if unknown:
-                raise ValueError(f"mask has object ids {unknown} not in the first frame's {self._object_ids}")
             ids = F.pad(torch.from_numpy(np.asarray(mask, dtype=np.int64)).to(device), pad, value=255)
             one_hot = torch.stack([(ids == i).float() for i in self._object_ids])[None]  # (1, K, H', W')
             seg = seg_from_probabilities(one_hot, known * (ids != 255).float(), grid)

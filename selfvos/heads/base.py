@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from selfvos.config import ChoiceConfig
@@ -71,6 +73,67 @@ def one_hot_objects(masks: torch.Tensor, num_objects: int) -> torch.Tensor:
     """(B, H, W) int ids -> (B, K, H, W) float, channel k = (id == k + 1); void (255) and background are 0."""
     ids = torch.arange(1, num_objects + 1, device=masks.device).view(1, -1, 1, 1)
     return (masks.unsqueeze(1) == ids).float()
+
+
+def bfloat16_native(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 natively (CUDA with bf16, or a CPU with AVX512-BF16 / AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+class OneShotCore:
+    """Base of the one-shot heads' inference cores: the model (eval), its inference settings, the video's object
+    ids and what every one-shot step checks. A subclass keeps its per-video state (its ``reset`` calls
+    ``super().reset()``) and implements ``step(frame, mask=None) -> (K+1, H, W)`` with :meth:`image` and
+    :meth:`read_mask`.
+
+    ``bfloat16``: autocast to bfloat16 when the settings have ``dtype="bfloat16"``, or ``"auto"`` on hardware
+    that computes it natively.
+    """
+
+    def __init__(self, model: nn.Module, config: Any = None) -> None:
+        self.model = model.eval()
+        self.config = config if config is not None else model.config.inference
+        dtype = getattr(self.config, "dtype", "float32")
+        self.bfloat16 = dtype == "bfloat16" or (dtype == "auto" and bfloat16_native(self.device))
+        self.reset()
+
+    def reset(self) -> None:
+        self._object_ids: List[int] = []
+
+    @property
+    def object_ids(self) -> List[int]:
+        return list(self._object_ids)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def image(self, frame: np.ndarray, stride: int) -> Tuple[torch.Tensor, Tuple[int, int]]:
+        """(H, W, 3) uint8 -> ((1, 3, H', W') float in [0, 1], (H, W)), replicate-padded at the bottom / right so
+        that H' and W' are multiples of ``stride``."""
+        image = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device).permute(2, 0, 1)[None].float() / 255.0
+        h, w = image.shape[-2:]
+        pad_h, pad_w = (-h) % stride, (-w) % stride
+        if pad_h or pad_w:
+            image = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
+        return image, (h, w)
+
+    def read_mask(self, mask: Optional[np.ndarray], first: bool) -> None:
+        """Check a step's mask: the ``first`` step needs one and its ids (void 255 excluded) become the objects;
+        a later mask may hold only those ids. ``ValueError`` otherwise."""
+        name = type(self.model).__name__
+        if first:
+            if mask is None:
+                raise ValueError(f"{name} is one-shot: the first step needs the first frame's mask")
+            self._object_ids = [int(i) for i in np.unique(np.asarray(mask)) if i not in (0, 255)]
+            if not self._object_ids:
+                raise ValueError("the first mask has no object (only background / void)")
+        elif mask is not None:
+            unknown = sorted(set(int(i) for i in np.unique(mask)) - set(self._object_ids) - {0, 255})
+            if unknown:
+                raise ValueError(f"mask has object ids {unknown} not in the first frame's {self._object_ids}")
 
 
 def head_core(core_class: Callable[[Any, Any], Any]) -> Callable[[Any, str, Mapping[str, Any]], Any]:

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfvos.backbones import BackboneConfig, backbone_from_config
-from selfvos.heads.base import HeadConfig, VOSHead, one_hot_objects, head_core, segmentation_online_loss
+from selfvos.heads.base import HeadConfig, OneShotCore, VOSHead, one_hot_objects, head_core, segmentation_online_loss
 from selfvos.hub.mixin import ModelInfo, register_architecture
 from selfvos.layers import ResBlock, global_matching, local_matching
 from selfvos.registry import CORES, ONLINE_LOSSES
@@ -270,7 +270,7 @@ class CFBIPlus(CFBI):
         super().__init__(config or CFBIPlusConfig())
 
 
-class CFBIInferenceCore:
+class CFBIInferenceCore(OneShotCore):
     """Per-video CFBI state: object ids, the first frame's state and the previous frame's state (bounded).
 
     ``step(frame (H, W, 3) uint8, mask=None) -> (K+1, H, W)`` probabilities. The first step needs a mask (its
@@ -278,19 +278,10 @@ class CFBIInferenceCore:
     the previous frame. Frames are padded (replicate) to a multiple of 16 and cropped back.
     """
 
-    def __init__(self, model: CFBI, config: Optional[CFBIInferenceConfig] = None) -> None:
-        self.model = model.eval()
-        self.config = config or model.config.inference
-        self.reset()
-
     def reset(self) -> None:
-        self._object_ids: List[int] = []
+        super().reset()
         self._reference: Optional[State] = None
         self._previous: Optional[State] = None
-
-    @property
-    def object_ids(self) -> List[int]:
-        return list(self._object_ids)
 
     @property
     def state_bytes(self) -> int:
@@ -300,22 +291,12 @@ class CFBIInferenceCore:
 
     @torch.inference_mode()
     def step(self, frame: np.ndarray, mask: Optional[np.ndarray] = None) -> torch.Tensor:
-        device = next(self.model.parameters()).device
-        image = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)[None].float() / 255.0
-        h, w = image.shape[-2:]
-        image = F.pad(image, (0, (-w) % 16, 0, (-h) % 16), mode="replicate")
+        device = self.device
+        image, (h, w) = self.image(frame, 16)
         padded = tuple(image.shape[-2:])
-        if self._reference is None:
-            if mask is None:
-                raise ValueError("CFBI is one-shot: the first step needs the first frame's mask")
-            self._object_ids = [int(i) for i in np.unique(np.asarray(mask)) if i not in (0, 255)]
-            if not self._object_ids:
-                raise ValueError("the first mask has no object (only background / void)")
+        self.read_mask(mask, first=self._reference is None)
         low, embs = self.model.embed_frames(image)
         if mask is not None:
-            unknown = sorted(set(int(i) for i in np.unique(mask)) - set(self._object_ids) - {0, 255})
-            if unknown:
-                raise ValueError(f"mask has object ids {unknown} not in the first frame's {self._object_ids}")
             ids = torch.from_numpy(np.asarray(mask, dtype=np.int64)).to(device)
             remap = torch.zeros(256, dtype=torch.int64, device=device)
             remap[torch.tensor(self._object_ids, device=device)] = torch.arange(1, len(self._object_ids) + 1, device=device)

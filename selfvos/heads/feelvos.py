@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfvos.backbones import BackboneConfig, backbone_from_config
-from selfvos.heads.base import HeadConfig, VOSHead, head_core, segmentation_online_loss
+from selfvos.heads.base import HeadConfig, OneShotCore, VOSHead, head_core, segmentation_online_loss
 from selfvos.hub.mixin import ModelInfo, register_architecture
 from selfvos.layers import global_matching, local_matching
 from selfvos.registry import CORES, ONLINE_LOSSES
@@ -231,7 +231,7 @@ class FEELVOS(VOSHead):
         return {"logits": torch.stack(outputs, dim=1), "frames": torch.arange(1, t, device=frames.device)}
 
 
-class FEELVOSInferenceCore:
+class FEELVOSInferenceCore(OneShotCore):
     """Per-video FEELVOS state: object ids, the first frame's (embeddings, class masks), the previous frame's
     (embeddings, probabilities). ``step(frame, mask=None) -> (K+1, H, W)``.
 
@@ -240,29 +240,10 @@ class FEELVOSInferenceCore:
     the only global reference. Frames are padded (replicate) to a multiple of the grid stride and cropped back.
     """
 
-    def __init__(self, model: FEELVOS, config: Optional[FEELVOSInferenceConfig] = None) -> None:
-        self.model = model.eval()
-        self.config = config or model.config.inference
-        self.reset()
-
     def reset(self) -> None:
-        self._object_ids: List[int] = []
+        super().reset()
         self._first: Optional[State] = None
         self._previous: Optional[State] = None
-
-    @property
-    def object_ids(self) -> List[int]:
-        return list(self._object_ids)
-
-    def _image(self, frame: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        device = next(self.model.parameters()).device
-        image = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)[None].float() / 255.0
-        h, w = image.shape[-2:]
-        stride = self.model.config.stride
-        pad_h, pad_w = (-h) % stride, (-w) % stride
-        if pad_h or pad_w:
-            image = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
-        return image, (h, w)
 
     def _ids(self, mask: np.ndarray, padded: Tuple[int, int], device: torch.device) -> torch.Tensor:
         """(H, W) original ids -> (1, H', W') class indices 0..K (void and padding 255)."""
@@ -276,19 +257,9 @@ class FEELVOSInferenceCore:
 
     @torch.inference_mode()
     def step(self, frame: np.ndarray, mask: Optional[np.ndarray] = None) -> torch.Tensor:
-        image, (h, w) = self._image(frame)
+        image, (h, w) = self.image(frame, self.model.config.stride)
         padded = tuple(image.shape[-2:])
-        if self._first is None:
-            if mask is None:
-                raise ValueError("FEELVOS is one-shot: the first step needs the first frame's mask")
-            ids = np.unique(np.asarray(mask))
-            self._object_ids = [int(i) for i in ids if i not in (0, 255)]
-            if not self._object_ids:
-                raise ValueError("the first mask has no object (only background / void)")
-        if mask is not None:
-            unknown = sorted(set(int(i) for i in np.unique(mask)) - set(self._object_ids) - {0, 255})
-            if unknown:
-                raise ValueError(f"mask has object ids {unknown} not in the first frame's {self._object_ids}")
+        self.read_mask(mask, first=self._first is None)
         features, embeddings = self.model.encode(image)
         grid = tuple(features.shape[-2:])
         k = len(self._object_ids)

@@ -204,29 +204,18 @@ class MUNetInferenceCore(STMInferenceCore):
     previous frame; a mask (first frame, or a later correction) is taken as the prediction, as in STM.
     """
 
-    def __init__(self, model: MUNet, config: Optional[MUNetInferenceConfig] = None) -> None:
-        super().__init__(model, config or model.config.inference)
-
     def reset(self) -> None:
         super().reset()
         self._previous_reduced: Optional[torch.Tensor] = None
 
     @torch.inference_mode()
     def step(self, frame: np.ndarray, mask: Optional[np.ndarray] = None) -> torch.Tensor:
-        image, (h, w) = self._image(frame)
+        image, (h, w) = self.image(frame, 16)
         padded = tuple(image.shape[-2:])
-        if self._first is None:
-            if mask is None:
-                raise ValueError("MUNet is one-shot: the first step needs the first frame's mask")
-            self._object_ids = [int(i) for i in np.unique(np.asarray(mask)) if i not in (0, 255)]
-            if not self._object_ids:
-                raise ValueError("the first mask has no object (only background / void)")
+        self.read_mask(mask, first=self._first is None)
         with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):
             feats = self.model.encode_frames(image)
             if mask is not None:
-                unknown = sorted(set(int(i) for i in np.unique(mask)) - set(self._object_ids) - {0, 255})
-                if unknown:
-                    raise ValueError(f"mask has object ids {unknown} not in the first frame's {self._object_ids}")
                 probabilities = self._probabilities_from_mask(mask, padded).to(image.device)
             else:
                 memory = [self._first, *self._kept] + ([self._previous] if self._previous is not None else [])

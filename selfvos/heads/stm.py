@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, List, Mapping, Optional, Tuple
+from typing import Deque, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfvos.backbones import BackboneConfig, backbone_from_config
-from selfvos.heads.base import HeadConfig, VOSHead, one_hot_objects, head_core, segmentation_online_loss
+from selfvos.heads.base import HeadConfig, OneShotCore, VOSHead, one_hot_objects, head_core, segmentation_online_loss
 from selfvos.hub.mixin import ModelInfo, register_architecture
 from selfvos.layers import KeyValue, RefinementDecoder, memory_read, soft_aggregate
 from selfvos.registry import CORES, ONLINE_LOSSES
@@ -194,13 +194,7 @@ class STM(VOSHead):
         return {"logits": torch.stack(outputs, dim=1), "frames": torch.arange(1, t, device=frames.device)}
 
 
-def _bfloat16_native(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-class STMInferenceCore:
+class STMInferenceCore(OneShotCore):
     """Per-video STM state: object ids and the bounded memory. ``step(frame, mask=None) -> (K+1, H, W)``.
 
     A mask at the first step starts the video (its ids, void 255 excluded, are the objects); a mask at a
@@ -208,37 +202,17 @@ class STMInferenceCore:
     Frames are padded (replicate) to a multiple of 16 and the output is cropped back.
     """
 
-    def __init__(self, model: STM, config: Optional[STMInferenceConfig] = None) -> None:
-        self.model = model.eval()
-        self.config = config or model.config.inference
-        device = next(model.parameters()).device
-        self.bfloat16 = self.config.dtype == "bfloat16" or (self.config.dtype == "auto" and _bfloat16_native(device))
-        self.reset()
-
     def reset(self) -> None:
-        self._object_ids: List[int] = []
+        super().reset()
         self._first: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._kept: Deque[Tuple[torch.Tensor, torch.Tensor]] = deque(maxlen=self.config.max_memory or None)
         self._previous: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
         self._index = 0
 
     @property
-    def object_ids(self) -> List[int]:
-        return list(self._object_ids)
-
-    @property
     def memory_frames(self) -> int:
         """Frames in the memory now (first + kept + previous)."""
         return int(self._first is not None) + len(self._kept) + int(self._previous is not None)
-
-    def _image(self, frame: np.ndarray) -> Tuple[torch.Tensor, Tuple[int, int]]:
-        device = next(self.model.parameters()).device
-        image = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1)[None].float() / 255.0
-        h, w = image.shape[-2:]
-        pad_h, pad_w = (-h) % 16, (-w) % 16
-        if pad_h or pad_w:
-            image = F.pad(image, (0, pad_w, 0, pad_h), mode="replicate")
-        return image, (h, w)
 
     def _probabilities_from_mask(self, mask: np.ndarray, padded: Tuple[int, int]) -> torch.Tensor:
         ids = torch.from_numpy(np.asarray(mask, dtype=np.int64))
@@ -250,21 +224,11 @@ class STMInferenceCore:
 
     @torch.inference_mode()
     def step(self, frame: np.ndarray, mask: Optional[np.ndarray] = None) -> torch.Tensor:
-        image, (h, w) = self._image(frame)
+        image, (h, w) = self.image(frame, 16)
         padded = tuple(image.shape[-2:])
-        device_type = image.device.type
-        if self._first is None:
-            if mask is None:
-                raise ValueError("STM is one-shot: the first step needs the first frame's mask")
-            ids = np.unique(np.asarray(mask))
-            self._object_ids = [int(i) for i in ids if i not in (0, 255)]
-            if not self._object_ids:
-                raise ValueError("the first mask has no object (only background / void)")
-        with torch.autocast(device_type, dtype=torch.bfloat16, enabled=self.bfloat16):
+        self.read_mask(mask, first=self._first is None)
+        with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):
             if mask is not None:
-                unknown = sorted(set(int(i) for i in np.unique(mask)) - set(self._object_ids) - {0, 255})
-                if unknown:
-                    raise ValueError(f"mask has object ids {unknown} not in the first frame's {self._object_ids}")
                 probabilities = self._probabilities_from_mask(mask, padded).to(image.device)
             else:
                 memory = [self._first, *self._kept] + ([self._previous] if self._previous is not None else [])
