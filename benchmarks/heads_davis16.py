@@ -1,18 +1,26 @@
-"""Supervised heads on the selfvos backbone: pretrained init versus scratch at equal budget, one-shot on
-davis2016-val-dev (854x480), beside label propagation on the same pretrained backbone.
+"""Supervised heads on the selfvos backbone: pretrained init versus scratch at equal budget on davis2016-val-dev
+(854x480): one-shot heads (STM, ...) one-shot, beside label propagation on the same pretrained backbone;
+zero-shot heads (COSNet, LVO, FusionSeg, MP-Net, PDB, AGS) zero-shot, beside the label-free zero-shot pipeline
+of the same MuG model.
 
     # fine-tune STM twice with recipes/configs/finetune/stm_davis16.yaml (same steps, data and seed; only the
     # backbone initialisation differs), then score both; the MuG model must exist (recipes/mug_pretrain.py):
     python benchmarks/heads_davis16.py --head stm --finetune --mug runs/mug_davis16_cpu/model
     # score existing fine-tuned checkpoints only:
     python benchmarks/heads_davis16.py --head stm --mug runs/mug_davis16_cpu/model
+    # a zero-shot head: scored zero-shot at --max-side 854 (the full 854x480 frames) by default
+    python benchmarks/heads_davis16.py --head cosnet --finetune --mug runs/mug_davis16_cpu/model
 
 Rows accumulate in ``benchmarks/results/heads_davis16.json`` keyed by (head, init), so each later head adds
 its rows. Every row records the weights it was measured on (path + ``weights_sha256``, the SHA-256 of
 model.safetensors, so that ``selfvos push --benchmark-json`` puts a row only on the card of those weights), what
 it measured (task, dataset, split), the fine-tuning budget (steps, wall-clock minutes on this machine), the best
 J&F on the held-out DAVIS-2016 train videos (the checkpoint choice: never val-dev) and val-dev J&F / J / F /
-frames per second. Published figures for orientation: OSVOS 81.2 J&F on davis2016-val-dev; STM 89.4 J&F on all
+frames per second, with ``task`` "one-shot-vos" or "zero-shot-vos" (a head whose class has ``tasks ==
+("zero-shot",)``: no mask is given, the whole clip is segmented, scored single-object). The zero-shot baseline
+is the default label-free zero-shot pipeline (``ZeroShotConfig()``) on the ``--mug`` model: its row of
+``benchmarks/results/label_free_davis16.json`` for the same weights (same SHA-256) when there is one, else
+measured here. Published figures for orientation: OSVOS 81.2 J&F on davis2016-val-dev; STM 89.4 J&F on all
 20 DAVIS-2016 val sequences (ImageNet + static images + YouTube-VOS, 480p, days of GPU training).
 
 Equal budget: the same recipe, steps, data, clips and seed; the pretrained run keeps the recipe's frozen
@@ -35,8 +43,22 @@ VAL_DEV = REPO.parent / "shared" / "data" / "davis2016-val-dev"
 OUT = REPO / "benchmarks" / "results" / "heads_davis16.json"
 # one recipe per head: recipes/configs/finetune/<head>_davis16.yaml (a new head adds its YAML, nothing here)
 CONFIGS = {p.name[:-len("_davis16.yaml")]: p for p in sorted((REPO / "recipes" / "configs" / "finetune").glob("*_davis16.yaml"))}
+LABEL_FREE = REPO / "benchmarks" / "results" / "label_free_davis16.json"
 PUBLISHED = {"OSVOS (val-dev, published masks)": 81.2, "STM (all 20 val sequences, published)": 89.4}
-MEASURED = {"task": "one-shot-vos", "dataset": "DAVIS-2016", "split": "val-dev (4 sequences, 854x480)"}
+# zero-shot, all 20 DAVIS-2016 val sequences, ImageNet pretraining + saliency / video data (the papers)
+PUBLISHED_ZERO_SHOT = {"COSNet": 80.0, "AGS": 78.6, "PDB": 75.9, "LVO": 74.0, "FSEG": 68.0, "MP-Net": 67.9}
+SPLIT = {"dataset": "DAVIS-2016", "split": "val-dev (4 sequences, 854x480)"}
+MEASURED = {"task": "one-shot-vos", **SPLIT}
+MEASURED_ZERO_SHOT = {"task": "zero-shot-vos", **SPLIT}
+DEFAULT_MAX_SIDE = {"one-shot": 320, "zero-shot": 854}  # one-shot: the recipes' training scale; zero-shot: 854x480
+LABEL_FREE_KEY = "label-free zero-shot pipeline on the MuG model (no head)"
+
+
+def head_task(head: str) -> str:
+    """``"zero-shot"`` for a head that runs zero-shot only, else ``"one-shot"``."""
+    from selfvos.hub.mixin import architectures
+
+    return "zero-shot" if tuple(getattr(architectures().get(head), "tasks", ())) == ("zero-shot",) else "one-shot"
 
 
 def head_row(head: str, checkpoint: Path, record: Dict[str, Any], chosen: Dict[str, Any], scores: Dict[str, Any],
@@ -45,7 +67,8 @@ def head_row(head: str, checkpoint: Path, record: Dict[str, Any], chosen: Dict[s
     training record (init, steps), the checkpoint choice (``best.json``) and the scores."""
     from selfvos.eval.runner import weights_sha256
 
-    return {"head": head, **MEASURED, "init": record.get("init") or "scratch", "checkpoint": str(checkpoint),
+    measured = MEASURED_ZERO_SHOT if head_task(head) == "zero-shot" else MEASURED
+    return {"head": head, **measured, "init": record.get("init") or "scratch", "checkpoint": str(checkpoint),
             "weights_sha256": weights_sha256(checkpoint), "steps": record["step"], "best_step": chosen["step"],
             "heldout_train_JF": chosen["value"], "max_side": max_side,
             "config": str(CONFIGS[head].relative_to(REPO)), **scores}
@@ -59,6 +82,29 @@ def baseline_row(checkpoint: str, scores: Dict[str, Any]) -> Dict[str, Any]:
             "weights_sha256": weights_sha256(checkpoint), **scores}
 
 
+def label_free_row(checkpoint: str, collection: Any, out: Path) -> Dict[str, Any]:
+    """The row of the default label-free zero-shot pipeline on the MuG model ``checkpoint``: copied from
+    ``label_free_davis16.json`` (its val-dev zero-shot row of the same weights) when there is one, else measured."""
+    from selfvos.eval.runner import weights_sha256
+
+    sha = weights_sha256(checkpoint)
+    rows = json.loads(LABEL_FREE.read_text()).get("results", {}) if LABEL_FREE.is_file() else {}
+    for key, row in rows.items():
+        if key.endswith(" | val-dev | zero-shot") and row.get("weights_sha256") == sha:
+            scores = {k: row[k] for k in ("J&F", "J", "F", "frames_per_s", "per_sequence_JF") if k in row}
+            return {"head": "label-free zero-shot pipeline", **MEASURED_ZERO_SHOT, "checkpoint": checkpoint,
+                    "weights_sha256": sha, **scores, "source": f"{LABEL_FREE.relative_to(REPO)}: {key}"}
+    import selfvos
+    from selfvos.eval.runner import run_variant
+    from selfvos.inference.zero_shot import ZeroShotConfig
+
+    mug = selfvos.from_pretrained(checkpoint).eval()
+    scores = run_variant(mug, collection, "zero-shot", out, gt_dir=VAL_DEV / "Annotations" / "480p",
+                         zero_shot=ZeroShotConfig())
+    return {"head": "label-free zero-shot pipeline", **MEASURED_ZERO_SHOT, "checkpoint": checkpoint,
+            "weights_sha256": sha, **scores}
+
+
 def finetune(head: str, init: str, output_dir: Path, overrides: list) -> float:
     """Run the head's recipe once; returns the wall-clock minutes of this invocation."""
     from selfvos.cli.finetune import resolve_config
@@ -70,10 +116,11 @@ def finetune(head: str, init: str, output_dir: Path, overrides: list) -> float:
     return (time.perf_counter() - start) / 60
 
 
-def score(model: Any, collection: Any, out: Path, **settings: Any) -> Dict[str, Any]:
+def score(model: Any, collection: Any, out: Path, task: str = "one-shot", **settings: Any) -> Dict[str, Any]:
+    """``task`` scores of ``model`` on val-dev (``Segmenter`` settings, e.g. ``max_side``; official protocol)."""
     from selfvos.eval.runner import run_variant
 
-    return run_variant(model, collection, "one-shot", out, gt_dir=VAL_DEV / "Annotations" / "480p", **settings)
+    return run_variant(model, collection, task, out, gt_dir=VAL_DEV / "Annotations" / "480p", **settings)
 
 
 def main(argv=None) -> int:
@@ -82,9 +129,11 @@ def main(argv=None) -> int:
     parser.add_argument("--mug", default="runs/mug_davis16_cpu/model", help="the MuG pretrained model (init + baseline)")
     parser.add_argument("--runs", default="runs", help="folder of the fine-tuning runs (<runs>/finetune_<head>_<init>)")
     parser.add_argument("--finetune", action="store_true", help="fine-tune from scratch and from --mug first")
-    parser.add_argument("--max-side", type=int, default=320,
-                        help="longest side the head runs at on val-dev (default: the training scale of the recipe)")
-    parser.add_argument("--no-baseline", action="store_true", help="skip label propagation on the MuG model")
+    parser.add_argument("--max-side", type=int, default=None,
+                        help="longest side the head runs at on val-dev (default: one-shot heads 320, the recipes' "
+                             "training scale; zero-shot heads 854, the full 854x480 frames)")
+    parser.add_argument("--no-baseline", action="store_true",
+                        help="skip the baseline on the MuG model (label propagation / label-free zero-shot)")
     parser.add_argument("--out", default=str(OUT))
     args, overrides = parser.parse_known_args(argv)
 
@@ -97,11 +146,13 @@ def main(argv=None) -> int:
     if not VAL_DEV.is_dir():
         raise SystemExit(f"{VAL_DEV}: davis2016-val-dev not found")
     torch.set_num_threads(2)
+    task = head_task(args.head)
+    max_side = args.max_side or DEFAULT_MAX_SIDE[task]
     collection = open_source(f"davis:{VAL_DEV}")
     out_path = Path(args.out)
     report = json.loads(out_path.read_text()) if out_path.is_file() else {"rows": {}}
     report.update(machine=platform.processor() or platform.machine(), torch=torch.__version__,
-                  published_JF=PUBLISHED)
+                  published_JF=PUBLISHED, published_zero_shot_JF=PUBLISHED_ZERO_SHOT)
     inits = {"selfvos MuG": args.mug, "scratch": "scratch"}
     minutes = {}
     if args.finetune:
@@ -120,15 +171,17 @@ def main(argv=None) -> int:
             record = json.loads((run_dir / "model" / "training.json").read_text())
             chosen = json.loads((best / "best.json").read_text())
             model = selfvos.from_pretrained(best).eval()
-            scores = score(model, collection, Path(tmp) / label, max_side=args.max_side)
+            scores = score(model, collection, Path(tmp) / label, task, max_side=max_side)
             key = f"{args.head}, init {label}"
-            row = head_row(args.head, best, record, chosen, scores, args.max_side)
+            row = head_row(args.head, best, record, chosen, scores, max_side)
             if label in minutes:
                 row["finetune_minutes"] = minutes[label]
             elif key in report["rows"] and report["rows"][key].get("weights_sha256") == row["weights_sha256"]:
                 row["finetune_minutes"] = report["rows"][key].get("finetune_minutes")
             report["rows"][key] = row
-        if not args.no_baseline:
+        if not args.no_baseline and task == "zero-shot":
+            report["rows"][LABEL_FREE_KEY] = label_free_row(args.mug, collection, Path(tmp) / "label_free")
+        elif not args.no_baseline:
             mug = selfvos.from_pretrained(args.mug).eval()
             scores = score(mug, collection, Path(tmp) / "lp")
             report["rows"]["label propagation on the MuG backbone (no head)"] = baseline_row(args.mug, scores)
@@ -136,7 +189,11 @@ def main(argv=None) -> int:
     from selfvos.atomic import atomic_write_json
 
     atomic_write_json(out_path, report)
-    print_table({name: row for name, row in report["rows"].items()})
+    for measured in (MEASURED["task"], MEASURED_ZERO_SHOT["task"]):
+        rows = {name: row for name, row in report["rows"].items() if row.get("task", MEASURED["task"]) == measured}
+        if rows:
+            print(f"\n{measured}:")
+            print_table(rows)
     for name, row in report["rows"].items():
         if "heldout_train_JF" in row:
             print(f"{name}: held-out train J&F {row['heldout_train_JF']:.1f} (step {row['best_step']} of "

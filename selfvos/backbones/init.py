@@ -88,6 +88,9 @@ def init_backbones(model: nn.Module, source: Union[str, Path], strict: bool = Tr
     state = checkpoint_weights(source)
     prefix = find_trunk_prefix(state, str(source))
     targets = model.backbones() if hasattr(model, "backbones") else {"backbone": getattr(model, "backbone")}
+    if strict and not targets:
+        raise SelfvosInputError(source, f"{type(model).__name__} has no backbone to initialise from this checkpoint "
+                                        "(e.g. a flow-only head): train it without --init")
     report = InitReport(source=str(source), source_prefix=prefix)
     for name, trunk in targets.items():
         own = trunk.state_dict()

@@ -7,7 +7,15 @@ One item of :class:`SupervisedClipDataset` / :class:`selfvos.data.pseudo_video.P
 - ``"frames"`` float32 (T, 3, H, W) in [0, 1]: T frames of one clip in temporal order;
 - ``"masks"`` int64 (T, H, W): 0 = background, 1..K = the clip's objects, 255 = void (ignored by losses);
 - ``"num_objects"`` int64 () = K >= 1;
-- ``"video_index"`` int64 (), ``"frame_indices"`` int64 (T,) (indices into the video's frames).
+- ``"video_index"`` int64 (), ``"frame_indices"`` int64 (T,) (indices into the video's frames);
+- only with ``flow``: ``"flows"`` float32 (T, 2, H, W), the zero-shot heads' motion input: DIS flow (dx, dy) in
+  pixels of the clip from frame t to t + 1, and for the last frame from T - 1 to T - 2 (a 1-frame clip: zeros),
+  computed on the frames after augmentation (:func:`neighbour_clip_flows`).
+
+Binary clips (``binary``, the zero-shot heads' target): every non-zero, non-void id of every frame becomes 1
+(the primary foreground, as DAVIS-2016 annotates it), void stays 255, ``num_objects`` is 1 (``object_valid``
+(B, 1)); an item is re-drawn when no frame holds at least ``min_pixels`` foreground pixels
+(:func:`binary_foreground`).
 
 Objects are those present in the clip's FIRST frame after resizing and augmentation with at least
 ``min_pixels`` pixels; when there are more than ``max_objects`` a seeded random subset is kept. Kept objects
@@ -70,6 +78,9 @@ class SupervisedClipConfig:
     max_objects: int = 3  # a seeded random subset is kept when the first frame holds more objects
     min_pixels: int = 16  # an object counts when it covers at least this many first-frame pixels
     seed: int = 0
+    binary: bool = False  # every object of every frame -> id 1 (zero-shot heads; set by the fine-tuning recipe)
+    flow: bool = False  # add item["flows"] (T, 2, H, W) (motion-stream zero-shot heads; set by the recipe)
+    flow_preset: str = "medium"  # OpenCV DIS preset of those flows
 
     def __post_init__(self) -> None:
         if self.num_frames < 1:
@@ -83,6 +94,11 @@ class SupervisedClipConfig:
             raise ValueError(f"SupervisedClipConfig.max_objects must be in 1..254, got {self.max_objects}")
         if self.min_pixels < 1:
             raise ValueError(f"SupervisedClipConfig.min_pixels must be >= 1, got {self.min_pixels}")
+        from selfvos.pseudo.flow import DIS_PRESETS
+
+        if self.flow_preset not in DIS_PRESETS:
+            raise ValueError(f"SupervisedClipConfig.flow_preset must be one of {sorted(DIS_PRESETS)}, "
+                             f"got {self.flow_preset!r}")
 
 
 def select_objects(masks: torch.Tensor, rng: np.random.Generator, max_objects: int,
@@ -108,9 +124,39 @@ def select_objects(masks: torch.Tensor, rng: np.random.Generator, max_objects: i
     return lut[masks], int(len(candidates))
 
 
+def binary_foreground(masks: torch.Tensor, min_pixels: int) -> Tuple[torch.Tensor, int]:
+    """masks int (T, H, W) of original ids -> (int64 (T, H, W) in {0, 1, 255}, K): every non-zero, non-void id
+    -> 1, void stays 255; K = 1 when some frame has at least ``min_pixels`` foreground pixels, else 0."""
+    if masks.dtype.is_floating_point or masks.dtype == torch.bool:
+        raise TypeError(f"masks must hold integer object ids, got {masks.dtype} (augment must keep ids integral)")
+    masks = masks.long()
+    if masks.numel() and (int(masks.min()) < 0 or int(masks.max()) > VOID):
+        raise ValueError(f"mask ids must be in 0..{VOID}, got {int(masks.min())}..{int(masks.max())}")
+    foreground = (masks != 0) & (masks != VOID)
+    binary = torch.where(masks == VOID, torch.full_like(masks, VOID), foreground.long())
+    present = bool(masks.numel()) and int(foreground.flatten(1).sum(1).max()) >= min_pixels
+    return binary, int(present)
+
+
+def neighbour_clip_flows(frames: torch.Tensor, preset: str = "medium") -> torch.Tensor:
+    """frames (T, 3, H, W) in [0, 1] -> (T, 2, H, W) float32 DIS flow in pixels: frame t -> t + 1
+    (:func:`~selfvos.data.sampling.clip_flow`), the last frame T - 1 -> T - 2; zeros for a 1-frame clip (the
+    convention of :func:`selfvos.pseudo.flow.neighbour_flows`)."""
+    from selfvos.data.sampling import clip_flow
+    from selfvos.pseudo.flow import dis_flow
+
+    if len(frames) < 2:
+        return torch.zeros(len(frames), 2, *frames.shape[-2:])
+    forward = clip_flow(frames, preset)
+    last = (frames[-2:].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    backward = torch.from_numpy(dis_flow(last[1], last[0], preset)).permute(2, 0, 1)
+    return torch.cat([forward, backward[None]]).contiguous()
+
+
 def collate_objects(items: Sequence[Dict[str, torch.Tensor]]) -> Dict[str, torch.Tensor]:
-    """Stack items (each key gets a leading B) and add ``"object_valid"`` bool (B, K_max): True for objects
-    1..num_objects of each item, K_max = the largest ``num_objects`` in the batch."""
+    """Stack items (each key gets a leading B, e.g. ``flows`` -> (B, T, 2, H, W) when present) and add
+    ``"object_valid"`` bool (B, K_max): True for objects 1..num_objects of each item, K_max = the largest
+    ``num_objects`` in the batch."""
     items = list(items)
     if not items:
         raise ValueError("collate_objects: no items to collate")
@@ -213,13 +259,19 @@ class ObjectClipBase(Dataset, ABC):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(int(augment_seed.generate_state(1)[0]))
                     item = self.augment(item)
-            item["masks"], k = select_objects(item["masks"], rng, self.cfg.max_objects, self.cfg.min_pixels)
+            if self.cfg.binary:
+                item["masks"], k = binary_foreground(item["masks"], self.cfg.min_pixels)
+            else:
+                item["masks"], k = select_objects(item["masks"], rng, self.cfg.max_objects, self.cfg.min_pixels)
             if k:
                 item["num_objects"] = torch.tensor(k, dtype=torch.int64)
+                if self.cfg.flow:
+                    item["flows"] = neighbour_clip_flows(item["frames"], self.cfg.flow_preset)
                 return item
         video = self.videos[video_index]
+        where = "any frame" if self.cfg.binary else "the first frame"
         raise SelfvosInputError(video.source or video.name, f"video {video.name!r}: no object with at least "
-                                f"{self.cfg.min_pixels} pixels in the first frame of item {index} in {MAX_DRAWS} draws")
+                                f"{self.cfg.min_pixels} pixels in {where} of item {index} in {MAX_DRAWS} draws")
 
 
 class SupervisedClipDataset(ObjectClipBase):

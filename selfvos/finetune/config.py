@@ -6,9 +6,14 @@
 
 YAML files in ``recipes/configs/finetune/`` are one config per head x dataset; every value takes a dotted
 override on the command line (``--train.max_steps 200 --init runs/mug_davis16_cpu/model``).
+
+The head class decides what its clips carry: for a zero-shot head (``tasks == ("zero-shot",)``) the config sets
+``data.clip.binary = True`` and ``data.clip.flow = <head>.needs_flow`` itself (whatever the YAML says), and the
+fine-tuning validates it zero-shot (:func:`head_task`).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import List, Optional, Tuple
@@ -19,6 +24,29 @@ from selfvos.data.supervised import SupervisedClipConfig
 from selfvos.engine.config import TrainConfig
 from selfvos.finetune.losses import LossConfig
 from selfvos.heads.base import HeadConfig
+
+
+def head_class(model: HeadConfig) -> Optional[type]:
+    """The registered head class of a head config (None when no class is registered under its name)."""
+    from selfvos.hub.mixin import architectures
+
+    return architectures().get(HeadConfig.get_choice_name(type(model)))
+
+
+def head_task(model: HeadConfig) -> str:
+    """``"zero-shot"`` for a head that runs zero-shot only (``tasks == ("zero-shot",)``), else ``"one-shot"``."""
+    return "zero-shot" if tuple(getattr(head_class(model), "tasks", ())) == ("zero-shot",) else "one-shot"
+
+
+def head_clip_config(model: HeadConfig, clip: SupervisedClipConfig) -> SupervisedClipConfig:
+    """``clip`` with what the head needs: a zero-shot head gets binary targets (``binary=True``) and the flows
+    exactly when it reads them (``flow=<head>.needs_flow``); a one-shot head's clip is returned unchanged."""
+    if head_task(model) != "zero-shot":
+        return clip
+    needs_flow = bool(getattr(head_class(model), "needs_flow", False))
+    if clip.binary and clip.flow == needs_flow:
+        return clip
+    return dataclasses.replace(clip, binary=True, flow=needs_flow)
 
 
 @dataclass
@@ -79,6 +107,9 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         max_steps=600, batch_size=4, lr=1e-4, backbone_lr_ratio=0.5, weight_decay=0.01, warmup_steps=30,
         schedule="poly", save_every=100, log_every=10, freeze_bn=True, output_dir="runs/finetune_stm"))
+
+    def __post_init__(self) -> None:
+        self.data.clip = head_clip_config(self.model, self.data.clip)
 
     @property
     def stage_steps(self) -> Tuple[int, int]:

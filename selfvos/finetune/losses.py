@@ -5,7 +5,10 @@ Logits are (N, K+1, H, W) over background + K objects, targets (N, H, W) int64 i
 
 - cross-entropy: ``mean_i l_i``;
 - bootstrapped cross-entropy (FEELVOS 15%, MUNet 40%): per image, the mean of the ``ceil(fraction * n)``
-  largest ``l_i`` of its n valid pixels, averaged over images;
+  largest ``l_i`` of its n valid pixels, averaged over images; with ``bootstrap_warmup`` W the fraction starts
+  at 1 and reaches ``bootstrap`` at step W, ``fraction = 1 - min(1, step / W) (1 - bootstrap)`` (the
+  ``hard_example_mining_step`` of the DeepLab loss FEELVOS and CFBI train with: from the start, the hardest
+  pixels of an untrained head are best served by the uniform prediction, ln 2 for two classes);
 - soft IoU loss (MUNet): per image and object k present in the batch (``object_valid``),
   ``1 - sum_i p_ik y_ik / sum_i (p_ik + y_ik - p_ik y_ik)`` over valid pixels, averaged over objects.
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import torch
 import torch.nn.functional as F
@@ -27,15 +30,19 @@ VOID = 255
 
 @dataclass
 class LossConfig:
-    """Weights of the terms; ``bootstrap`` = fraction of hardest pixels for the cross-entropy (None: all)."""
+    """Weights of the terms; ``bootstrap`` = fraction of hardest pixels for the cross-entropy (None: all),
+    reached linearly from 1 over the first ``bootstrap_warmup`` training steps (0: from the start)."""
 
     ce: float = 1.0
     bootstrap: Optional[float] = None
     soft_iou: float = 0.0
+    bootstrap_warmup: int = 0
 
     def __post_init__(self) -> None:
         if self.bootstrap is not None and not 0.0 < self.bootstrap <= 1.0:
             raise ValueError(f"loss.bootstrap must be in (0, 1] or None, got {self.bootstrap}")
+        if self.bootstrap_warmup < 0:
+            raise ValueError(f"loss.bootstrap_warmup must be >= 0, got {self.bootstrap_warmup}")
         if self.ce < 0 or self.soft_iou < 0 or self.ce + self.soft_iou == 0:
             raise ValueError(f"loss weights must be >= 0 and not all 0, got ce={self.ce}, soft_iou={self.soft_iou}")
 
@@ -78,11 +85,32 @@ def soft_iou_loss(logits: torch.Tensor, target: torch.Tensor, object_valid: Opti
 
 
 class SegmentationLoss(nn.Module):
-    """``objective(model, batch) -> {"loss", "ce", "soft_iou"}``: the head's logits against ``batch["masks"]``."""
+    """``objective(model, batch) -> {"loss", "ce", "soft_iou"}``: the head's logits against ``batch["masks"]``.
+
+    Also a trainer callback (``on_train_start`` / ``on_step_end``) that follows the training step, which the
+    bootstrap warm-up reads (a resumed run continues the schedule)."""
 
     def __init__(self, config: Optional[LossConfig] = None) -> None:
         super().__init__()
         self.config = config or LossConfig()
+        self.step = 0
+
+    def on_train_start(self, trainer: Any) -> None:
+        self.step = int(trainer.state.step)
+
+    def on_step_end(self, trainer: Any, metrics: Mapping[str, float]) -> None:
+        self.step = int(trainer.state.step)
+
+    def on_round_end(self, trainer: Any, round_index: int) -> None:
+        pass
+
+    @property
+    def bootstrap_fraction(self) -> Optional[float]:
+        """The hardest-pixel fraction at the current step (None: plain cross-entropy)."""
+        cfg = self.config
+        if cfg.bootstrap is None or not cfg.bootstrap_warmup:
+            return cfg.bootstrap
+        return 1.0 - min(1.0, self.step / cfg.bootstrap_warmup) * (1.0 - cfg.bootstrap)
 
     def terms(self, logits: torch.Tensor, target: torch.Tensor,
               object_valid: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
@@ -92,8 +120,9 @@ class SegmentationLoss(nn.Module):
         flat_logits, flat_target = logits.flatten(0, 1), target.flatten(0, 1)
         out: Dict[str, torch.Tensor] = {}
         if cfg.ce:
-            out["ce"] = (cross_entropy(flat_logits, flat_target) if cfg.bootstrap is None
-                         else bootstrapped_cross_entropy(flat_logits, flat_target, cfg.bootstrap))
+            fraction = self.bootstrap_fraction
+            out["ce"] = (cross_entropy(flat_logits, flat_target) if fraction is None
+                         else bootstrapped_cross_entropy(flat_logits, flat_target, fraction))
         if cfg.soft_iou:
             valid = None if object_valid is None else object_valid.repeat_interleave(t, dim=0)
             out["soft_iou"] = soft_iou_loss(flat_logits, flat_target, valid)

@@ -9,7 +9,8 @@
 3. train with the generic engine on the head's losses: the pseudo-video stage (single frames warped into
    clips) for the first ``data.pseudo_video_fraction`` of the steps, then real clips with the max frame skip
    growing (``data.curriculum``); validation on the held-out videos every ``eval.every`` steps, the best
-   J&F exported to ``<output_dir>/best``;
+   J&F exported to ``<output_dir>/best`` (one-shot heads: one-shot from the first mask, per object; zero-shot
+   heads: zero-shot, single object; their clips are binary and carry flows, see ``FinetuneConfig``);
 4. export the last weights to ``<output_dir>/model`` with ``training.json`` (data, init, config), both
    loadable with ``selfvos.from_pretrained`` and servable by ``selfvos segment``.
 
@@ -17,6 +18,7 @@ Resume (``train.resume: auto``) restores the step, the data position, the stage 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -75,9 +77,12 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
     from selfvos.engine.trainer import Trainer, build_accelerator
     from selfvos.finetune.losses import SegmentationLoss
     from selfvos.finetune.stages import StagedDataset, StageSchedule
-    from selfvos.finetune.validation import one_shot_scores
+    from selfvos.finetune.config import head_clip_config, head_task
+    from selfvos.finetune.validation import segmentation_scores
     from selfvos.registry import create_model
 
+    # the head's clip options (also set by FinetuneConfig itself; again here for a config edited after creation)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, clip=head_clip_config(cfg.model, cfg.data.clip)))
     accelerator = build_accelerator(cfg.train)
     train_videos, held_videos = open_videos(cfg)
     data = cfg.data
@@ -100,13 +105,15 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
         init_summary = report.summary()
         if accelerator.is_main_process:
             log.info(init_summary)
-    callbacks = [schedule]
+    objective = SegmentationLoss(cfg.loss)  # also a callback: the loss schedule follows the step
+    callbacks = [schedule, objective]
+    task = head_task(cfg.model)
     if cfg.eval.enabled and len(held_videos):
         def evaluate(trained: Any) -> Dict[str, float]:
-            return one_shot_scores(trained, held_videos, max_side=cfg.eval.max_side)
+            return segmentation_scores(trained, held_videos, task, max_side=cfg.eval.max_side)
 
         callbacks.append(EvalCallback(evaluate, every=cfg.eval.every, metric="J&F", mode="max"))
-    trainer = Trainer(model, dataset, cfg.train, objective=SegmentationLoss(cfg.loss), collate_fn=collate_objects,
+    trainer = Trainer(model, dataset, cfg.train, objective=objective, collate_fn=collate_objects,
                       callbacks=callbacks, run_config={k: v for k, v in to_dict(cfg).items() if k != "train"})
     with trainer:  # the MLflow run ends FINISHED, or FAILED / KILLED when anything below raises
         trainer.train()
@@ -117,6 +124,6 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
             if (best / BEST_NAME).is_file():  # the best weights' own record, at the step they were chosen
                 best_step = json.loads((best / BEST_NAME).read_text())["step"]
                 write_record(best, cfg, train_videos, held_videos, init_summary, best_step)
-            log.info("exported the fine-tuned %s to %s", head_architecture(cfg), out)
+            log.info("exported the fine-tuned %s (%s) to %s", head_architecture(cfg), task, out)
         accelerator.wait_for_everyone()
     return out

@@ -5,13 +5,19 @@
 head follows is in :mod:`selfvos.heads.base`; shared blocks live in :mod:`selfvos.layers`.
 """
 from selfvos.heads.agame import AGAME, AGAMEConfig, AGAMEInferenceConfig, AGAMEInferenceCore
+from selfvos.heads.ags import AGS, AGSConfig
 from selfvos.heads.base import HeadConfig, VOSHead, one_hot_objects
 from selfvos.heads.cfbi import CFBI, CFBIConfig, CFBIInferenceConfig, CFBIInferenceCore, CFBIPlus, CFBIPlusConfig
+from selfvos.heads.cosnet import COSNet, COSNetConfig
 from selfvos.heads.feelvos import FEELVOS, FEELVOSConfig, FEELVOSInferenceConfig, FEELVOSInferenceCore
+from selfvos.heads.fusionseg import FusionSeg, FusionSegConfig
+from selfvos.heads.lvo import LVO, LVOConfig
+from selfvos.heads.mpnet import MPNet, MPNetConfig
 from selfvos.heads.munet import MUNet, MUNetConfig, MUNetInferenceConfig, MUNetInferenceCore
+from selfvos.heads.pdb import PDB, PDBConfig
 from selfvos.heads.stm import STM, STMConfig, STMInferenceConfig, STMInferenceCore
 
-__all__ = ["AGAME", "AGAMEConfig", "AGAMEInferenceConfig", "AGAMEInferenceCore", "CFBI", "CFBIConfig",
-           "CFBIInferenceConfig", "CFBIInferenceCore", "CFBIPlus", "CFBIPlusConfig", "FEELVOS", "FEELVOSConfig",
-           "FEELVOSInferenceConfig", "FEELVOSInferenceCore", "HeadConfig", "MUNet", "MUNetConfig", "MUNetInferenceConfig",
-           "MUNetInferenceCore", "STM", "STMConfig", "STMInferenceConfig", "STMInferenceCore", "VOSHead", "one_hot_objects"]
+__all__ = ["AGAME", "AGAMEConfig", "AGAMEInferenceConfig", "AGAMEInferenceCore", "AGS", "AGSConfig", "CFBI", "CFBIConfig",
+           "CFBIInferenceConfig", "CFBIInferenceCore", "CFBIPlus", "CFBIPlusConfig", "COSNet", "COSNetConfig", "FEELVOS", "FEELVOSConfig",
+           "FEELVOSInferenceConfig", "FEELVOSInferenceCore", "FusionSeg", "FusionSegConfig", "HeadConfig", "LVO", "LVOConfig", "MUNet", "MUNetConfig", "MUNetInferenceConfig",
+           "MUNetInferenceCore", "MPNet", "MPNetConfig", "PDB", "PDBConfig", "STM", "STMConfig", "STMInferenceConfig", "STMInferenceCore", "VOSHead", "one_hot_objects"]

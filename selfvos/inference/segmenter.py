@@ -15,8 +15,12 @@ so one model can serve several segmenters::
     seg.prompt_mask                                     # the mask made from them (selfvos.inference.prompts)
 
 ``max_side`` shrinks frames (area) and the given masks (nearest) so the core works at that size;
-probabilities come back bilinearly upsampled to the input frame size. (The MuG zero-shot core sizes its
-input itself, ``ZeroShotConfig.input_max_side``.)
+probabilities come back bilinearly upsampled to the input frame size.
+
+A *video core* (one with ``segment_video``: MuG's zero-shot ``ZeroShotSegmenter``, a zero-shot head's
+:class:`~selfvos.inference.video_core.VideoHeadCore`) segments whole videos itself and sizes its input
+itself: ``max_side`` reaches it as ``ZeroShotConfig.input_max_side`` (MuG) or ``options["max_side"]`` (a
+zero-shot head, overriding its ``inference.max_side``); :meth:`Segmenter.segment_video` hands it the video.
 
 Every frame of a video must have the same size: :meth:`Segmenter.segment_video` reads the video through
 :class:`UniformSizeVideo`, so a frame of another size is a ``SelfvosInputError`` naming it, not a tensor error.
@@ -34,9 +38,14 @@ from selfvos.data.image_io import shrink_frame, shrink_mask
 from selfvos.data.video import LazyVideo
 from selfvos.errors import SelfvosInputError
 from selfvos.inference.core import create_core
-from selfvos.inference.zero_shot import ZeroShotConfig, ZeroShotSegmenter
+from selfvos.inference.zero_shot import ZeroShotConfig
 
 TASKS = ("auto", "zero-shot", "one-shot")
+
+
+def is_video_core(core: Any) -> bool:
+    """A core that segments whole videos itself (``segment_video``), not frame by frame through ``step``."""
+    return callable(getattr(core, "segment_video", None))
 
 
 def frame_location(video: LazyVideo, index: int) -> str:
@@ -89,7 +98,8 @@ class Segmenter:
             ``object_gain`` also applies to a head's probabilities.
         head: keyword overrides of a head's inference settings (e.g. ``{"memory_every": 5}`` for STM).
         max_side: longer side the core works at (None: each core's default scale; MuG zero-shot
-            ``ZeroShotConfig.input_max_side``, MuG one-shot ``OneShotConfig.short_side``, heads the frame size).
+            ``ZeroShotConfig.input_max_side``, MuG one-shot ``OneShotConfig.short_side``, one-shot heads the frame
+            size, zero-shot heads their ``inference.max_side``, which ``max_side`` overrides).
         prompt: ``PromptConfig`` for first-frame masks made from boxes / clicks (default settings when None).
         online: ``OnlineFinetuneConfig``: before a one-shot video is propagated, a copy of the model is
             fine-tuned on its first frame and mask (:func:`selfvos.inference.online.finetune_on_frames`) and
@@ -130,9 +140,7 @@ class Segmenter:
         """Object id of each probability channel after the background (channel 0)."""
         if self._core is None:
             return []
-        if isinstance(self._core, ZeroShotSegmenter):
-            return [1]
-        return [int(i) for i in self._core.object_ids]
+        return [int(i) for i in getattr(self._core, "object_ids", [1])]
 
     def _start(self, has_mask: bool, frame: Optional[np.ndarray] = None, mask: Optional[np.ndarray] = None) -> None:
         if has_mask and self.task == "zero-shot":
@@ -147,7 +155,8 @@ class Segmenter:
             self.video_model = finetune_on_frames(self.model, [np.asarray(frame)], [np.asarray(mask, np.uint8)],
                                                   self.online_config)
         self._core = create_core(self.video_model, self.active_task, {
-            "zero_shot": self.zero_shot_config, "one_shot": self.one_shot_config, "head": self.head_options})
+            "zero_shot": self.zero_shot_config, "one_shot": self.one_shot_config, "head": self.head_options,
+            "max_side": self.max_side})
 
     def mask_from_prompts(self, frame: np.ndarray, boxes: Any = None, points: Any = None) -> np.ndarray:
         """The first frame's (H, W) uint8 ids from prompts (``boxes`` [(x0, y0, x1, y1)], ``points`` [[(x, y,
@@ -182,7 +191,7 @@ class Segmenter:
             self._start(mask is not None, frame, mask)
         if self.active_task == "zero-shot" and mask is not None:
             raise ValueError("a zero-shot run takes no masks; reset() and start with the mask for one-shot")
-        if isinstance(self._core, ZeroShotSegmenter):  # sizes its input itself
+        if is_video_core(self._core):  # sizes its input itself (a zero-shot head's core refuses single frames)
             return self._core.step(frame)
         size = frame.shape[:2]
         small = shrink_frame(frame, self.max_side)
@@ -199,7 +208,7 @@ class Segmenter:
 
     def to_ids(self, probabilities: torch.Tensor) -> np.ndarray:
         """(K+1, H, W) probabilities -> (H, W) uint8 object ids (zero-shot: threshold + component clean-up)."""
-        if isinstance(self._core, ZeroShotSegmenter):
+        if is_video_core(self._core):
             return self._core.to_mask(probabilities)
         from selfvos.inference.one_shot import ids_from_probabilities
 
@@ -224,7 +233,7 @@ class Segmenter:
                 raise ValueError("give the first frame's mask or prompts (boxes / points), not both")
             first_mask = self.mask_from_prompts(video.frame(0), boxes, points)
         self._start(first_mask is not None, video.frame(0) if first_mask is not None else None, first_mask)
-        if isinstance(self._core, ZeroShotSegmenter):  # offline mode sees the whole video first
+        if is_video_core(self._core):  # offline mode sees the whole video first
             yield from self._core.segment_video(video, progress=progress)
             return
         desc = f"{self.active_task} {video.name}"

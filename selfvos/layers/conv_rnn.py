@@ -1,7 +1,7 @@
 """Convolutional recurrences shared by the zero-shot heads (LVO's ConvGRU visual memory, PDB's and AGS's ConvLSTMs).
 
 Cells take one time step, maps (N, C_in, H, W), and hold (N, D, H, W) states; convolutions keep the grid (odd
-``kernel``, same padding). :func:`run_sequence` unrolls a cell over (N, T, C_in, H, W) in either direction and
+``kernel``, padding ``dilation * (kernel // 2)``; ``dilation`` > 1 is PDB's and AGS's dilated ConvLSTM). :func:`run_sequence` unrolls a cell over (N, T, C_in, H, W) in either direction and
 returns (N, T, D, H, W) hidden maps; :class:`BidirectionalConvRNN` concatenates a forward and a backward pass
 (LVO shares one cell between the two; PDB / AGS give each direction its own), and with ``offline=False``
 runs the forward direction only, so frame t's output never depends on frames after t.
@@ -51,12 +51,15 @@ class ConvGRUCell(nn.Module):
 class ConvLSTMCell(nn.Module):
     """One ConvLSTM step: x (N, C_in, H, W), state (h, c) each (N, D, H, W) or None (zeros) -> (h', c')."""
 
-    def __init__(self, in_channels: int, hidden: int, kernel: int = 3) -> None:
+    def __init__(self, in_channels: int, hidden: int, kernel: int = 3, dilation: int = 1) -> None:
         super().__init__()
         if kernel % 2 != 1:
             raise ValueError(f"kernel must be odd (same padding), got {kernel}")
-        self.hidden = hidden
-        self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel, padding=kernel // 2)
+        if dilation < 1:
+            raise ValueError(f"dilation must be >= 1, got {dilation}")
+        self.hidden, self.dilation = hidden, dilation
+        self.gates = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel, padding=dilation * (kernel // 2),
+                               dilation=dilation)
 
     def initial(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         zeros = x.new_zeros(x.shape[0], self.hidden, *x.shape[-2:])

@@ -50,3 +50,12 @@ def test_a_checkpoint_without_a_fitting_trunk_is_an_error(tmp_path):
         init_backbones(selfvos.create_model("stm"), folder)
     with pytest.raises(SelfvosInputError, match="no such checkpoint"):
         init_backbones(selfvos.create_model("stm"), tmp_path / "missing")
+
+
+def test_a_model_without_a_backbone_is_an_error(mug):
+    _, folder = mug
+    flow_only = selfvos.create_model("mpnet")  # MP-Net on optical flow alone has no backbone to fill
+    assert flow_only.backbones() == {}
+    with pytest.raises(SelfvosInputError, match="has no backbone"):
+        init_backbones(flow_only, folder)
+    assert init_backbones(flow_only, folder, strict=False).num_loaded == 0

@@ -94,3 +94,30 @@ def test_auxiliary_prediction_adds_its_weighted_terms(case):
     main, extra = float(cross_entropy(logits, target)), float(cross_entropy(aux, target))
     assert float(out["aux"]) == pytest.approx(extra, rel=1e-5)
     assert float(out["loss"]) == pytest.approx(main + 0.25 * extra, rel=1e-5)
+
+
+def test_bootstrap_warmup_goes_from_all_pixels_to_the_hardest_fraction(case):
+    logits, target = case
+
+    class Fixed(torch.nn.Module):
+        def forward(self, batch):
+            return {"logits": logits.view(1, 2, 3, 4, 5), "frames": torch.tensor([1, 2])}
+
+    class Trainer:
+        class state:
+            step = 0
+
+    batch = {"masks": torch.cat([torch.zeros(1, 1, 4, 5, dtype=torch.long), target[None]], dim=1)}
+    objective = SegmentationLoss(LossConfig(ce=1.0, bootstrap=0.2, bootstrap_warmup=100))
+    for step, fraction in [(0, 1.0), (50, 0.6), (100, 0.2), (400, 0.2)]:
+        Trainer.state.step = step
+        objective.on_step_end(Trainer, {})
+        assert objective.bootstrap_fraction == pytest.approx(fraction)
+        expected = float(bootstrapped_cross_entropy(logits, target, fraction))
+        assert float(objective(Fixed(), batch)["loss"]) == pytest.approx(expected, rel=1e-6)
+    Trainer.state.step = 0
+    objective.on_train_start(Trainer)  # a resumed run restarts the schedule at its own step
+    assert objective.step == 0
+    assert SegmentationLoss(LossConfig(bootstrap=0.2)).bootstrap_fraction == 0.2
+    with pytest.raises(ValueError, match="bootstrap_warmup"):
+        LossConfig(bootstrap=0.2, bootstrap_warmup=-1)
