@@ -17,7 +17,14 @@ A head is an ``nn.Module`` with the Hub mixin and one dataclass config, register
 Training batch (``selfvos.data.supervised``): ``frames`` (B, T, 3, H, W) in [0, 1], ``masks`` (B, T, H, W)
 int64 ids (0 background, 1..K objects, 255 void), ``object_valid`` (B, K) bool. ``forward`` returns logits
 over background + K objects for the clip frames listed in ``frames`` (one-shot heads: 1..T-1, the first
-frame's mask is given; zero-shot heads: every frame); losses live in ``selfvos.finetune.losses``.
+frame's mask is given); losses live in ``selfvos.finetune.losses`` (an ``aux_logits`` output of the same shape
+adds ``aux_weight`` times the same terms).
+
+Zero-shot heads (``tasks = ("zero-shot",)``, e.g. COSNet, LVO): ``forward(batch, offline=True)`` returns
+(B, T, 2, H, W) background / foreground logits for every frame; their clips are binary (``masks`` in {0, 1, 255})
+and, when the class sets ``needs_flow = True``, carry ``flows`` (B, T, 2, H, W): the optical flow of frame t to
+t+1 (the last frame: to T-2). ``offline=False`` must not read frames after t+1. They register the generic
+``selfvos.inference.video_core.video_head_core``, which runs whole videos in windows.
 
 Backbone modules are attributes whose name path contains ``backbone`` (the optimizer's backbone groups and
 ``--init`` from a pretrained checkpoint find them by that name).
