@@ -31,7 +31,6 @@ Backbone modules are attributes whose name path contains ``backbone`` (the optim
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, List, Mapping, Optional, Tuple
 
@@ -41,7 +40,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfvos.config import ChoiceConfig
-from selfvos.errors import SelfvosInputError
 from selfvos.hub.mixin import ModelInfo, SelfvosModelMixin
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -149,14 +147,9 @@ def head_core(core_class: Callable[[Any, Any], Any]) -> Callable[[Any, str, Mapp
     an unknown field is a :class:`SelfvosInputError` listing the known ones."""
 
     def factory(model: Any, task: str, options: Mapping[str, Any]) -> Any:
-        inference = model.config.inference
-        overrides = dict(options.get("head") or {})
-        known = {f.name for f in dataclasses.fields(inference)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            raise SelfvosInputError("head options", f"{type(model).__name__} has no inference setting(s) {unknown}; "
-                                                    f"known: {sorted(known)}")
-        return core_class(model, dataclasses.replace(inference, **overrides))
+        from selfvos.inference.core import inference_settings
+
+        return core_class(model, inference_settings(model, options))
 
     return factory
 

@@ -60,6 +60,24 @@ def supported_tasks(model: Any) -> tuple:
     return tuple(getattr(type(model), "tasks", TASKS))
 
 
+def inference_settings(model: Any, options: Mapping[str, Any]) -> Any:
+    """A head's ``model.config.inference`` dataclass with fields overridden by ``options["head"]``; an unknown
+    field or a rejected value is a :class:`SelfvosInputError` listing the known fields."""
+    import dataclasses
+
+    inference = model.config.inference
+    overrides = dict(options.get("head") or {})
+    known = {f.name for f in dataclasses.fields(inference)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise SelfvosInputError("head options", f"{type(model).__name__} has no inference setting(s) {unknown}; "
+                                                f"known: {sorted(known)}")
+    try:
+        return dataclasses.replace(inference, **overrides)
+    except (TypeError, ValueError) as err:
+        raise SelfvosInputError("head options", f"{type(model).__name__}: {err}") from None
+
+
 def create_core(model: Any, task: str, options: Optional[Mapping[str, Any]] = None) -> InferenceCore:
     """A fresh core for ``model`` running ``task`` (``"zero-shot"`` or ``"one-shot"``)."""
     if task not in TASKS:

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from selfvos.data.image_io import shrink_frame
 from selfvos.data.video import LazyVideo
 from selfvos.errors import SelfvosInputError
+from selfvos.inference.core import inference_settings
 
 MODES = ("offline", "online")
 FLOW_METHODS = ("dis", "raft")
@@ -216,17 +217,7 @@ def video_head_core(model: Any, task: str, options: Mapping[str, Any]) -> VideoH
     (a :class:`ZeroShotHeadInference`) whose fields ``options["head"]`` overrides (an unknown field is a
     :class:`SelfvosInputError` listing the known ones) and whose ``max_side`` ``options["max_side"]`` (the
     ``Segmenter``'s) overrides when given."""
-    inference = model.config.inference
-    overrides = dict(options.get("head") or {})
-    known = {f.name for f in dataclasses.fields(inference)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise SelfvosInputError("head options", f"{type(model).__name__} has no inference setting(s) {unknown}; "
-                                                f"known: {sorted(known)}")
+    config = inference_settings(model, options)
     if options.get("max_side") is not None:
-        overrides["max_side"] = int(options["max_side"])
-    try:
-        config = dataclasses.replace(inference, **overrides)
-    except (TypeError, ValueError) as err:
-        raise SelfvosInputError("head options", f"{type(model).__name__}: {err}") from None
+        config = dataclasses.replace(config, max_side=int(options["max_side"]))
     return VideoHeadCore(model, config)
