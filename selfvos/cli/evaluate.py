@@ -1,8 +1,10 @@
-"""``selfvos evaluate``: official-parity DAVIS J/F of a folder of predicted masks against ground truth.
+"""``selfvos evaluate``: official-parity DAVIS J/F of a folder of predicted masks against ground truth, or
+YouTube-VIS AP/AR of a results JSON against a ground-truth JSON (``--task vis``).
 
     selfvos evaluate --pred PRED_DIR --gt GT_DIR [--sequences a,b] [--protocol official|all]
                      [--json OUT.json] [--plot OUT.png] [--multi-object auto|yes|no] [--workers N]
                      [--missing-as-empty]
+    selfvos evaluate --task vis --gt GT.json --pred RESULTS.json [--json OUT.json]
 
 Layout: ``PRED_DIR/<seq>/<frame>.png`` and ``GT_DIR/<seq>/<frame>.png``. Binary ground truth: > 0 is
 foreground; palette ground truth: object ids (multi-object DAVIS-2017 rules with ``auto``).
@@ -12,6 +14,10 @@ sequence folder or frame, a misnamed or extra file (``0.png``, ``00000.jpg``) or
 error naming the sequence and the frame (exit 2). ``--missing-as-empty`` scores missing frames as empty masks
 instead, with a warning that counts them; the JSON records them (``missing_frames``). ``--json`` and
 ``--plot`` are checked before anything is scored.
+
+``--task vis``: the YouTube-VIS API's metric (:mod:`selfvos.eval.vis`): video IoU, AP over IoU 0.50:0.05:0.95,
+AP50, AP75, AP/AR by area, AR@1/10/100. ``GT.json`` holds ``videos``, ``categories`` and ``annotations``;
+``RESULTS.json`` is the list of ``{video_id, category_id, score, segmentations}`` a YouTube-VIS submission holds.
 """
 from __future__ import annotations
 
@@ -23,10 +29,14 @@ from selfvos.cli.segment import bounded
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="DAVIS J/F evaluation of predicted masks (official protocol)",
+    p = sub.add_parser(name, help="DAVIS J/F evaluation of predicted masks (official protocol), or YouTube-VIS AP/AR",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pred", required=True, help="folder of predictions: PRED/<sequence>/<frame>.png")
-    p.add_argument("--gt", required=True, help="folder of annotations: GT/<sequence>/<frame>.png")
+    p.add_argument("--task", choices=("davis", "vis"), default="davis",
+                   help="davis: J/F of mask folders (default); vis: YouTube-VIS AP/AR of JSON files")
+    p.add_argument("--pred", required=True, help="folder of predictions: PRED/<sequence>/<frame>.png "
+                                                 "(--task vis: the results JSON)")
+    p.add_argument("--gt", required=True, help="folder of annotations: GT/<sequence>/<frame>.png "
+                                               "(--task vis: the ground-truth JSON)")
     p.add_argument("--sequences", default=None, help="comma-separated sequences (default: every GT sequence)")
     p.add_argument("--protocol", choices=("official", "all"), default="official",
                    help="official: frames 1..N-2 (first and last excluded); all: every frame")
@@ -56,8 +66,37 @@ def check_output_file(path: Optional[str], option: str) -> None:
         raise SelfvosInputError(path, f"{option}: the folder {target.parent} {problem}")
 
 
+# DAVIS-only options and their defaults: given with --task vis, they are a usage error
+DAVIS_ONLY = {"sequences": ("--sequences", None), "protocol": ("--protocol", "official"),
+              "plot_path": ("--plot", None), "multi_object": ("--multi-object", "auto"),
+              "workers": ("--workers", None), "missing_as_empty": ("--missing-as-empty", False)}
+
+
+def run_vis(args: argparse.Namespace) -> int:
+    """``--task vis``: score a YouTube-VIS results JSON against a ground-truth JSON."""
+    from selfvos.atomic import atomic_write_json, naming_path
+    from selfvos.errors import SelfvosInputError
+    from selfvos.eval.vis import evaluate_vis_files, format_vis_table
+
+    for attr, (option, default) in DAVIS_ONLY.items():
+        if getattr(args, attr) != default:
+            raise SelfvosInputError(option, "applies to --task davis only")
+    check_output_file(args.json_path, "--json")
+    result = evaluate_vis_files(args.gt, args.pred)
+    print(format_vis_table(result))
+    if args.json_path:
+        doc = {"gt": str(args.gt), "pred": str(args.pred), **result.to_dict()}
+        with naming_path(args.json_path):
+            atomic_write_json(args.json_path, doc, sort_keys=False, newline=True)
+        print(f"wrote {args.json_path}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
+
+    if args.task == "vis":
+        return run_vis(args)
 
     from selfvos.eval.io import evaluate_folders
     from selfvos.eval.report import (
