@@ -9,7 +9,8 @@ override on the command line (``--train.max_steps 200 --init runs/mug_davis16_cp
 
 The head class decides what its clips carry: for a zero-shot head (``tasks == ("zero-shot",)``) the config sets
 ``data.clip.binary = True`` and ``data.clip.flow = <head>.needs_flow`` itself (whatever the YAML says), and the
-fine-tuning validates it zero-shot (:func:`head_task`).
+fine-tuning validates it zero-shot (:func:`head_task`; a head running both tasks chooses by its
+``training_task(config)`` classmethod, e.g. RVOS by ``mode``, and keeps its instance-id clips).
 """
 from __future__ import annotations
 
@@ -34,14 +35,21 @@ def head_class(model: HeadConfig) -> Optional[type]:
 
 
 def head_task(model: HeadConfig) -> str:
-    """``"zero-shot"`` for a head that runs zero-shot only (``tasks == ("zero-shot",)``), else ``"one-shot"``."""
-    return "zero-shot" if tuple(getattr(head_class(model), "tasks", ())) == ("zero-shot",) else "one-shot"
+    """The task a head config trains and validates for: the class's ``training_task(config)`` when it has one
+    (a head running both tasks, e.g. RVOS by its ``mode``), else ``"zero-shot"`` for a head that runs zero-shot
+    only (``tasks == ("zero-shot",)``) and ``"one-shot"`` otherwise."""
+    cls = head_class(model)
+    training_task = getattr(cls, "training_task", None)
+    if training_task is not None:
+        return str(training_task(model))
+    return "zero-shot" if tuple(getattr(cls, "tasks", ())) == ("zero-shot",) else "one-shot"
 
 
 def head_clip_config(model: HeadConfig, clip: SupervisedClipConfig) -> SupervisedClipConfig:
-    """``clip`` with what the head needs: a zero-shot head gets binary targets (``binary=True``) and the flows
-    exactly when it reads them (``flow=<head>.needs_flow``); a one-shot head's clip is returned unchanged."""
-    if head_task(model) != "zero-shot":
+    """``clip`` with what the head needs: a zero-shot-only head (``tasks == ("zero-shot",)``) gets binary targets
+    (``binary=True``) and the flows exactly when it reads them (``flow=<head>.needs_flow``); any other head's clip
+    (one-shot heads, and RVOS zero-shot, which trains on instance ids) is returned unchanged."""
+    if tuple(getattr(head_class(model), "tasks", ())) != ("zero-shot",):
         return clip
     needs_flow = bool(getattr(head_class(model), "needs_flow", False))
     if clip.binary and clip.flow == needs_flow:

@@ -13,7 +13,7 @@ Logits are (N, K+1, H, W) over background + K objects, targets (N, H, W) int64 i
   ``1 - sum_i p_ik y_ik / sum_i (p_ik + y_ik - p_ik y_ik)`` over valid pixels, averaged over objects.
 
 :class:`SegmentationLoss` is the trainer's objective: it runs the head on the batch and combines the terms
-on the frames the head predicted (``out["frames"]``).
+on the frames the head predicted (``out["frames"]``), plus the head's own ``extra_loss`` when it returns one.
 """
 from __future__ import annotations
 
@@ -131,11 +131,16 @@ class SegmentationLoss(nn.Module):
 
     def forward(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
         """A head's auxiliary prediction (``out["aux_logits"]``, same shape as the logits, e.g. A-GAME's coarse
-        mask) adds ``out["aux_weight"]`` (default 1) times the same terms, reported as ``"aux"``."""
+        mask) adds ``out["aux_weight"]`` (default 1) times the same terms, reported as ``"aux"``; a head's own
+        loss term (``out["extra_loss"]``, a scalar tensor already weighted, e.g. RVOS's stop score) is added as it
+        is and reported as ``"extra"``."""
         out = model(batch)
         target = batch["masks"][:, out["frames"]]
         terms = self.terms(out["logits"], target, batch.get("object_valid"))
         if "aux_logits" in out:
             terms["aux"] = self.terms(out["aux_logits"], target, batch.get("object_valid"))["loss"]
             terms["loss"] = terms["loss"] + float(out.get("aux_weight", 1.0)) * terms["aux"]
+        if "extra_loss" in out:
+            terms["extra"] = out["extra_loss"]
+            terms["loss"] = terms["loss"] + terms["extra"]
         return terms

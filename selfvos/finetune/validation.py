@@ -7,11 +7,15 @@ excluded). Returns ``{"J&F", "J", "F"}`` in percent.
 - ``task="one-shot"`` (``one_shot_scores``): each video from its first annotated frame's mask, scored per object;
 - ``task="zero-shot"`` (``zero_shot_scores``, the zero-shot heads): no mask is given, ``Segmenter(model,
   "zero-shot", max_side=...)`` segments the primary object, scored single-object (every non-zero, non-void id
-  of the ground truth is the foreground), as the label-free pipeline's benchmark scores zero-shot.
+  of the ground truth is the foreground), as the label-free pipeline's benchmark scores zero-shot;
+- ``task="zero-shot", multi_object=True`` (default for a head whose class sets ``zero_shot_instances = True``,
+  e.g. RVOS trained zero-shot): the predicted instance ids are matched one-to-one to the ground-truth objects of
+  frame 0 (Hungarian, maximising the mean J over the video's frames, as the DAVIS-2017 unsupervised protocol
+  matches instances), relabelled (unmatched predictions -> background) and scored per object.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -21,27 +25,60 @@ from selfvos.eval.davis import DatasetResult, evaluate_sequence
 VOID = 255
 
 
+def match_instances(gt: List[Optional[np.ndarray]], pred: List[np.ndarray]) -> List[np.ndarray]:
+    """Zero-shot instance ids ``pred`` relabelled to the ground-truth ids of ``gt[0]``: the one-to-one matching
+    (``linear_sum_assignment``) maximising the sum over matched pairs of the mean J over the annotated frames
+    (void excluded); predicted ids left unmatched become 0."""
+    from scipy.optimize import linear_sum_assignment
+
+    truth_ids = [int(i) for i in np.unique(gt[0]) if i not in (0, VOID)]
+    pred_ids = sorted({int(i) for p in pred for i in np.unique(p) if i != 0})
+    if not truth_ids or not pred_ids:
+        return [np.zeros_like(p) for p in pred]
+    scores = np.zeros((len(truth_ids), len(pred_ids)))
+    frames = [t for t, g in enumerate(gt) if g is not None]
+    for t in frames:
+        known = gt[t] != VOID
+        for a, g in enumerate(truth_ids):
+            gm = (gt[t] == g) & known
+            for b, q in enumerate(pred_ids):
+                pm = (pred[t] == q) & known
+                union = (gm | pm).sum()
+                scores[a, b] += (gm & pm).sum() / union if union else 1.0
+    rows, cols = linear_sum_assignment(-scores / max(len(frames), 1))
+    lut = np.zeros(256, np.uint8)
+    for a, b in zip(rows, cols):
+        lut[pred_ids[b]] = truth_ids[a]
+    return [lut[p] for p in pred]
+
+
 def segmentation_scores(model: Any, collection: VideoCollection, task: str = "one-shot",
-                        max_side: Optional[int] = None, head: Optional[Dict[str, Any]] = None) -> Dict[str, float]:
+                        max_side: Optional[int] = None, head: Optional[Dict[str, Any]] = None,
+                        multi_object: Optional[bool] = None) -> Dict[str, float]:
     """J&F, J and F (percent) of ``task`` segmentation (``"one-shot"`` | ``"zero-shot"``) on every video of
-    ``collection`` (all frames annotated)."""
+    ``collection`` (all frames annotated). ``multi_object`` (zero-shot only; None: the model class's
+    ``zero_shot_instances``): score instances matched to the ground-truth objects instead of one foreground."""
     from selfvos.inference.segmenter import Segmenter
 
     if task not in ("one-shot", "zero-shot"):
         raise ValueError(f"task must be 'one-shot' or 'zero-shot', got {task!r}")
-    multi_object = task == "one-shot"
+    if multi_object is None:
+        multi_object = task == "one-shot" or bool(getattr(type(model), "zero_shot_instances", False))
+    instances = task == "zero-shot" and multi_object
     segmenter = Segmenter(model, task, head=head, max_side=max_side)
     sequences = {}
     for video in collection:
         gt = [video.mask(t) for t in range(len(video))]
         first = None
-        if multi_object:
+        if task == "one-shot":
             first = first_frame_mask(video)
             if first is None:
                 raise ValueError(f"{video.name}: frame 0 has no annotation to start a one-shot run from")
-        else:
+        elif not multi_object:
             gt = [None if g is None else ((g != 0) & (g != VOID)).astype(np.uint8) for g in gt]
         pred = list(segmenter.segment_video(video, first_mask=first, progress=False))
+        if instances:
+            pred = match_instances(gt, pred)
         sequences[video.name] = evaluate_sequence(video.name, video.frame_names, gt, pred, multi_object=multi_object)
     mean = DatasetResult(sequences, multi_object=multi_object, protocol="official").mean()
     return {"J&F": 100 * mean["JF"], "J": 100 * mean["J"], "F": 100 * mean["F"]}

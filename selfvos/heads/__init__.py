@@ -15,9 +15,11 @@ from selfvos.heads.lvo import LVO, LVOConfig
 from selfvos.heads.mpnet import MPNet, MPNetConfig
 from selfvos.heads.munet import MUNet, MUNetConfig, MUNetInferenceConfig, MUNetInferenceCore
 from selfvos.heads.pdb import PDB, PDBConfig
+from selfvos.heads.rvos import RVOS, RVOSConfig, RVOSInferenceConfig, RVOSInferenceCore, RVOSZeroShotCore
 from selfvos.heads.stm import STM, STMConfig, STMInferenceConfig, STMInferenceCore
 
 __all__ = ["AGAME", "AGAMEConfig", "AGAMEInferenceConfig", "AGAMEInferenceCore", "AGS", "AGSConfig", "CFBI", "CFBIConfig",
            "CFBIInferenceConfig", "CFBIInferenceCore", "CFBIPlus", "CFBIPlusConfig", "COSNet", "COSNetConfig", "FEELVOS", "FEELVOSConfig",
            "FEELVOSInferenceConfig", "FEELVOSInferenceCore", "FusionSeg", "FusionSegConfig", "HeadConfig", "LVO", "LVOConfig", "MUNet", "MUNetConfig", "MUNetInferenceConfig",
-           "MUNetInferenceCore", "MPNet", "MPNetConfig", "PDB", "PDBConfig", "STM", "STMConfig", "STMInferenceConfig", "STMInferenceCore", "VOSHead", "one_hot_objects"]
+           "MUNetInferenceCore", "MPNet", "MPNetConfig", "PDB", "PDBConfig", "RVOS", "RVOSConfig",
+           "RVOSInferenceConfig", "RVOSInferenceCore", "RVOSZeroShotCore", "STM", "STMConfig", "STMInferenceConfig", "STMInferenceCore", "VOSHead", "one_hot_objects"]

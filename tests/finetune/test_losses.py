@@ -96,6 +96,25 @@ def test_auxiliary_prediction_adds_its_weighted_terms(case):
     assert float(out["loss"]) == pytest.approx(main + 0.25 * extra, rel=1e-5)
 
 
+def test_extra_loss_of_a_head_is_added_and_reported(case):
+    logits, target = case
+    stop_logits = torch.tensor([[-1.0, 0.5, 2.0]])
+    stop_target = torch.tensor([[0.0, 1.0, 1.0]])
+
+    class WithExtra(torch.nn.Module):
+        def forward(self, batch):
+            bce = torch.nn.functional.binary_cross_entropy_with_logits(stop_logits, stop_target)
+            return {"logits": logits.view(1, 2, 3, 4, 5), "frames": torch.tensor([1, 2]), "extra_loss": 0.5 * bce}
+
+    batch = {"masks": torch.cat([torch.zeros(1, 1, 4, 5, dtype=torch.long), target[None]], dim=1)}
+    out = SegmentationLoss(LossConfig(ce=1.0))(WithExtra(), batch)
+    # BCE by hand: -mean(y log sigma(s) + (1 - y) log(1 - sigma(s)))
+    sigma = [1 / (1 + math.exp(-s)) for s in (-1.0, 0.5, 2.0)]
+    bce = -(math.log(1 - sigma[0]) + math.log(sigma[1]) + math.log(sigma[2])) / 3
+    assert float(out["extra"]) == pytest.approx(0.5 * bce, rel=1e-5)
+    assert float(out["loss"]) == pytest.approx(float(cross_entropy(logits, target)) + 0.5 * bce, rel=1e-5)
+
+
 def test_bootstrap_warmup_goes_from_all_pixels_to_the_hardest_fraction(case):
     logits, target = case
 
