@@ -186,6 +186,22 @@ def first_frame_mask(video: LazyVideo) -> Optional[np.ndarray]:
     return mask
 
 
+class VideoView(LazyVideo):
+    """Base of the wrappers that read another :class:`LazyVideo`'s frames through a check or a cache: the name,
+    source, fps, frame names and length are the wrapped video's; a subclass implements ``_read_frame``."""
+
+    def __init__(self, video: LazyVideo) -> None:
+        self.video = video
+        self.name, self.source, self.fps = video.name, video.source, video.fps
+
+    @property
+    def frame_names(self) -> List[str]:
+        return self.video.frame_names
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+
 class InMemoryVideo(LazyVideo):
     """Wraps a :class:`VideoSample` (e.g. a synthetic video) in the lazy interface."""
 

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from selfvos.data.image_io import shrink_frame, shrink_mask
-from selfvos.data.video import LazyVideo
+from selfvos.data.video import LazyVideo, VideoView
 from selfvos.errors import SelfvosInputError
 from selfvos.inference.core import create_core
 from selfvos.inference.zero_shot import ZeroShotConfig
@@ -56,21 +56,13 @@ def frame_location(video: LazyVideo, index: int) -> str:
     return f"{video.source or video.name}:{video.frame_names[index]}"
 
 
-class UniformSizeVideo(LazyVideo):
+class UniformSizeVideo(VideoView):
     """``video`` read through a check that every frame has the size of the first frame read: one of another
     size raises a ``SelfvosInputError`` naming that frame and the size expected."""
 
     def __init__(self, video: LazyVideo) -> None:
-        self.video = video
-        self.name, self.source, self.fps = video.name, video.source, video.fps
+        super().__init__(video)
         self._reference: Optional[tuple] = None  # (index, (H, W)) of the first frame read
-
-    @property
-    def frame_names(self) -> List[str]:
-        return self.video.frame_names
-
-    def __len__(self) -> int:
-        return len(self.video)
 
     def _read_frame(self, index: int) -> np.ndarray:
         frame = self.video.frame(index)

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from selfvos.data.image_io import shrink_frame
-from selfvos.data.video import LazyVideo
+from selfvos.data.video import LazyVideo, VideoView
 from selfvos.errors import SelfvosInputError
 from selfvos.inference.core import inference_settings
 
@@ -93,21 +93,14 @@ class ZeroShotHeadInference:
             raise ValueError(f"raft_model must be one of {RAFT_MODELS}, got {self.raft_model!r}")
 
 
-class _RecentFrames(LazyVideo):
+class _RecentFrames(VideoView):
     """``video`` with its last ``keep`` decoded frames kept, so frame t is decoded once for the model and the
     flows t - 1 -> t and t -> t + 1."""
 
     def __init__(self, video: LazyVideo, keep: int = 4) -> None:
-        self.video, self.keep = video, keep
-        self.name, self.source, self.fps = video.name, video.source, video.fps
+        super().__init__(video)
+        self.keep = keep
         self._frames: "OrderedDict[int, np.ndarray]" = OrderedDict()
-
-    @property
-    def frame_names(self) -> List[str]:
-        return self.video.frame_names
-
-    def __len__(self) -> int:
-        return len(self.video)
 
     def _read_frame(self, index: int) -> np.ndarray:
         if index in self._frames:
