@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from selfvos.heads.base import HeadConfig, one_hot_objects, head_core, segmentation_online_loss
+from selfvos.heads.base import HeadConfig, head_core, segmentation_online_loss
 from selfvos.heads.stm import STM, STMConfig, STMInferenceConfig, STMInferenceCore
 from selfvos.hub.mixin import ModelInfo, register_architecture
 from selfvos.layers.matching import local_correlation
@@ -180,20 +180,14 @@ class MUNet(STM):
         feats = self.encode_frames(frames)
         return self.attend_motion(feats, feats["reduced"] if previous is None else previous)
 
-    def forward(self, batch: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
-        """Clip frames (B, T, 3, H, W), first-frame ids ``masks[:, 0]`` -> logits (B, T-1, K+1, H, W) of frames 1..T-1."""
-        frames, masks = batch["frames"], batch["masks"]
+    def clip_queries(self, frames: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Clip frames (B, T, 3, H, W) -> query encodings of frames 1..T-1 (B, T-1, ...), each with motion to the
+        frame before it (STM's ``forward`` does the rest)."""
         b, t = frames.shape[:2]
-        if t < 2:
-            raise ValueError(f"MUNet trains on clips of at least 2 frames, got {t}")
-        valid = batch.get("object_valid")
-        k = valid.shape[1] if valid is not None else int(masks[:, 0][masks[:, 0] != 255].max().clamp(min=1))
-        size = tuple(frames.shape[-2:])
         feats = {name: x.reshape(b, t, *x.shape[1:]) for name, x in self.encode_frames(frames.flatten(0, 1)).items()}
         current = {name: x[:, 1:].flatten(0, 1) for name, x in feats.items()}
         queries = self.attend_motion(current, feats["reduced"][:, :-1].flatten(0, 1))  # frame i vs frame i-1
-        queries = {name: x.reshape(b, t - 1, *x.shape[1:]) for name, x in queries.items()}
-        return self.propagate(queries, frames, one_hot_objects(masks[:, 0], k), size, valid)
+        return {name: x.reshape(b, t - 1, *x.shape[1:]) for name, x in queries.items()}
 
 
 class MUNetInferenceCore(STMInferenceCore):

@@ -168,13 +168,18 @@ class STM(VOSHead):
         frames, masks = batch["frames"], batch["masks"]
         b, t = frames.shape[:2]
         if t < 2:
-            raise ValueError(f"STM trains on clips of at least 2 frames, got {t}")
+            raise ValueError(f"{type(self).__name__} trains on clips of at least 2 frames, got {t}")
         valid = batch.get("object_valid")
         k = valid.shape[1] if valid is not None else int(masks[:, 0][masks[:, 0] != 255].max().clamp(min=1))
         size = tuple(frames.shape[-2:])
-        queries = self.encode_query(frames[:, 1:].flatten(0, 1))
-        queries = {name: x.reshape(b, t - 1, *x.shape[1:]) for name, x in queries.items()}
+        queries = self.clip_queries(frames)
         return self.propagate(queries, frames, one_hot_objects(masks[:, 0], k), size, valid)
+
+    def clip_queries(self, frames: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """Clip frames (B, T, 3, H, W) -> the query encodings of frames 1..T-1, each (B, T-1, ...)."""
+        b, t = frames.shape[:2]
+        queries = self.encode_query(frames[:, 1:].flatten(0, 1))
+        return {name: x.reshape(b, t - 1, *x.shape[1:]) for name, x in queries.items()}
 
     def propagate(self, queries: Mapping[str, torch.Tensor], frames: torch.Tensor, first: torch.Tensor,
                   size: Tuple[int, int], valid: Optional[torch.Tensor]) -> Dict[str, torch.Tensor]:
