@@ -8,8 +8,9 @@ of the same MuG model.
     python benchmarks/heads_davis16.py --head stm --finetune --mug runs/mug_davis16_cpu/model
     # score existing fine-tuned checkpoints only:
     python benchmarks/heads_davis16.py --head stm --mug runs/mug_davis16_cpu/model
-    # a zero-shot head: scored zero-shot at --max-side 854 (the full 854x480 frames) by default
-    python benchmarks/heads_davis16.py --head cosnet --finetune --mug runs/mug_davis16_cpu/model
+    # a zero-shot head (scored zero-shot); the table of docs/heads.md ran 200 steps per zero-shot head:
+    python benchmarks/heads_davis16.py --head cosnet --finetune --mug runs/mug_davis16_cpu/model \
+        --train.max_steps 200 --train.save_every 50 --eval.every 50
 
 Rows accumulate in ``benchmarks/results/heads_davis16.json`` keyed by (head, init), so each later head adds
 its rows. Every row records the weights it was measured on (path + ``weights_sha256``, the SHA-256 of
@@ -50,7 +51,7 @@ PUBLISHED_ZERO_SHOT = {"COSNet": 80.0, "AGS": 78.6, "PDB": 75.9, "LVO": 74.0, "F
 SPLIT = {"dataset": "DAVIS-2016", "split": "val-dev (4 sequences, 854x480)"}
 MEASURED = {"task": "one-shot-vos", **SPLIT}
 MEASURED_ZERO_SHOT = {"task": "zero-shot-vos", **SPLIT}
-DEFAULT_MAX_SIDE = {"one-shot": 320, "zero-shot": 854}  # one-shot: the recipes' training scale; zero-shot: 854x480
+MAX_SIDE = 320  # longest side the heads process val-dev at: the recipes' training scale (scored at 854x480)
 LABEL_FREE_KEY = "label-free zero-shot pipeline on the MuG model (no head)"
 
 
@@ -129,9 +130,9 @@ def main(argv=None) -> int:
     parser.add_argument("--mug", default="runs/mug_davis16_cpu/model", help="the MuG pretrained model (init + baseline)")
     parser.add_argument("--runs", default="runs", help="folder of the fine-tuning runs (<runs>/finetune_<head>_<init>)")
     parser.add_argument("--finetune", action="store_true", help="fine-tune from scratch and from --mug first")
-    parser.add_argument("--max-side", type=int, default=None,
-                        help="longest side the head runs at on val-dev (default: one-shot heads 320, the recipes' "
-                             "training scale; zero-shot heads 854, the full 854x480 frames)")
+    parser.add_argument("--max-side", type=int, default=MAX_SIDE,
+                        help="longest side the head processes val-dev at (default 320, the recipes' training "
+                             "scale); masks are upsampled and scored at 854x480")
     parser.add_argument("--no-baseline", action="store_true",
                         help="skip the baseline on the MuG model (label propagation / label-free zero-shot)")
     parser.add_argument("--out", default=str(OUT))
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"{VAL_DEV}: davis2016-val-dev not found")
     torch.set_num_threads(2)
     task = head_task(args.head)
-    max_side = args.max_side or DEFAULT_MAX_SIDE[task]
+    max_side = args.max_side
     collection = open_source(f"davis:{VAL_DEV}")
     out_path = Path(args.out)
     report = json.loads(out_path.read_text()) if out_path.is_file() else {"rows": {}}

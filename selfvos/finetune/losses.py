@@ -9,6 +9,10 @@ Logits are (N, K+1, H, W) over background + K objects, targets (N, H, W) int64 i
   at 1 and reaches ``bootstrap`` at step W, ``fraction = 1 - min(1, step / W) (1 - bootstrap)`` (the
   ``hard_example_mining_step`` of the DeepLab loss FEELVOS and CFBI train with: from the start, the hardest
   pixels of an untrained head are best served by the uniform prediction, ln 2 for two classes);
+- class-balanced cross-entropy (COSNet's weighted binary cross-entropy, OSVOS's ``class_balanced_cross_entropy_loss``):
+  per image, pixel i of class y_i weighs ``1 - f_{y_i}`` with ``f_c`` the fraction of the image's valid pixels
+  that are class c, ``sum_i (1 - f_{y_i}) l_i / n``; for two classes, foreground pixels weigh the background
+  fraction and background pixels the foreground fraction, so a head cannot settle on "all background";
 - soft IoU loss (MUNet): per image and object k present in the batch (``object_valid``),
   ``1 - sum_i p_ik y_ik / sum_i (p_ik + y_ik - p_ik y_ik)`` over valid pixels, averaged over objects.
 
@@ -31,12 +35,14 @@ VOID = 255
 @dataclass
 class LossConfig:
     """Weights of the terms; ``bootstrap`` = fraction of hardest pixels for the cross-entropy (None: all),
-    reached linearly from 1 over the first ``bootstrap_warmup`` training steps (0: from the start)."""
+    reached linearly from 1 over the first ``bootstrap_warmup`` training steps (0: from the start);
+    ``class_balanced``: the cross-entropy weighs each pixel by one minus its class's frequency in the image."""
 
     ce: float = 1.0
     bootstrap: Optional[float] = None
     soft_iou: float = 0.0
     bootstrap_warmup: int = 0
+    class_balanced: bool = False
 
     def __post_init__(self) -> None:
         if self.bootstrap is not None and not 0.0 < self.bootstrap <= 1.0:
@@ -45,6 +51,8 @@ class LossConfig:
             raise ValueError(f"loss.bootstrap_warmup must be >= 0, got {self.bootstrap_warmup}")
         if self.ce < 0 or self.soft_iou < 0 or self.ce + self.soft_iou == 0:
             raise ValueError(f"loss weights must be >= 0 and not all 0, got ce={self.ce}, soft_iou={self.soft_iou}")
+        if self.class_balanced and self.bootstrap is not None:
+            raise ValueError("loss.class_balanced and loss.bootstrap are two ways of weighting pixels: choose one")
 
 
 def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -52,6 +60,23 @@ def cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     if not (target != VOID).any():
         return logits.sum() * 0.0
     return F.cross_entropy(logits.float(), target, ignore_index=VOID)
+
+
+def class_balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per image ``sum_i (1 - f_{y_i}) l_i / n`` over its n valid pixels (``f_c``: fraction of class c among
+    them), averaged over images with valid pixels; 0 when there are none."""
+    pixel = F.cross_entropy(logits.float(), target, ignore_index=VOID, reduction="none").flatten(1)  # (N, HW)
+    labels = target.flatten(1)
+    valid = labels != VOID
+    n = valid.sum(1)  # (N,)
+    if not bool((n > 0).any()):
+        return logits.sum() * 0.0
+    classes = logits.shape[1]
+    counts = F.one_hot(labels.where(valid, 0), classes).mul(valid[..., None]).sum(1)  # (N, C)
+    frequency = counts / n.clamp(min=1)[:, None]
+    weight = (1.0 - frequency).gather(1, labels.where(valid, 0)) * valid  # (N, HW)
+    per_image = (weight * pixel).sum(1) / n.clamp(min=1)
+    return per_image[n > 0].mean()
 
 
 def bootstrapped_cross_entropy(logits: torch.Tensor, target: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -121,8 +146,12 @@ class SegmentationLoss(nn.Module):
         out: Dict[str, torch.Tensor] = {}
         if cfg.ce:
             fraction = self.bootstrap_fraction
-            out["ce"] = (cross_entropy(flat_logits, flat_target) if fraction is None
-                         else bootstrapped_cross_entropy(flat_logits, flat_target, fraction))
+            if cfg.class_balanced:
+                out["ce"] = class_balanced_cross_entropy(flat_logits, flat_target)
+            elif fraction is None:
+                out["ce"] = cross_entropy(flat_logits, flat_target)
+            else:
+                out["ce"] = bootstrapped_cross_entropy(flat_logits, flat_target, fraction)
         if cfg.soft_iou:
             valid = None if object_valid is None else object_valid.repeat_interleave(t, dim=0)
             out["soft_iou"] = soft_iou_loss(flat_logits, flat_target, valid)

@@ -6,8 +6,8 @@ import math
 import pytest
 import torch
 
-from selfvos.finetune.losses import (LossConfig, SegmentationLoss, bootstrapped_cross_entropy, cross_entropy,
-                                     soft_iou_loss)
+from selfvos.finetune.losses import (LossConfig, SegmentationLoss, bootstrapped_cross_entropy,
+                                     class_balanced_cross_entropy, cross_entropy, soft_iou_loss)
 
 
 def pixel_ce(logits: torch.Tensor, target: torch.Tensor) -> list:
@@ -49,6 +49,28 @@ def test_bootstrapped_cross_entropy_is_the_mean_of_the_hardest_pixels(case, frac
         hardest = sorted(per, reverse=True)[: max(1, math.ceil(fraction * len(per)))]
         means.append(sum(hardest) / len(hardest))
     assert float(bootstrapped_cross_entropy(logits, target, fraction)) == pytest.approx(sum(means) / 2, rel=1e-5)
+
+
+def test_class_balanced_cross_entropy_weighs_each_class_by_the_others_frequency(case):
+    logits, target = case
+    means = []
+    for n, per in enumerate(pixel_ce(logits, target)):
+        labels = [int(t) for t in target[n].flatten() if int(t) != 255]
+        frequency = {c: labels.count(c) / len(labels) for c in set(labels)}
+        means.append(sum((1 - frequency[c]) * v for c, v in zip(labels, per)) / len(labels))
+    assert float(class_balanced_cross_entropy(logits, target)) == pytest.approx(sum(means) / 2, rel=1e-5)
+
+
+def test_class_balanced_binary_is_the_osvos_weighting():
+    # 1 foreground pixel of 4: its loss weighs 3/4, each background pixel 1/4; predicting the prior is not a minimum
+    logits = torch.zeros(1, 2, 2, 2)
+    target = torch.tensor([[[1, 0], [0, 0]]])
+    expected = (0.75 * math.log(2) + 3 * 0.25 * math.log(2)) / 4
+    assert float(class_balanced_cross_entropy(logits, target)) == pytest.approx(expected, rel=1e-6)
+    loss = SegmentationLoss(LossConfig(class_balanced=True))
+    assert float(loss.terms(logits[:, None], target[:, None])["ce"]) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="choose one"):
+        LossConfig(class_balanced=True, bootstrap=0.15)
 
 
 def test_soft_iou_loss_formula(case):
