@@ -1,8 +1,12 @@
 """Trainer callbacks: the hook interface and ``EvalCallback`` (periodic validation + best-model export).
 
-``EvalCallback`` runs ``evaluate(model) -> {name: float}`` on the main process with the unwrapped model in
-eval mode under ``torch.inference_mode()``, logs ``val/<name>`` to the tracker, and when
-``metrics[metric]`` improves saves the model with ``save_pretrained(best_dir)`` next to ``best.json``::
+``EvalCallback`` runs ``evaluate(model) -> {name: float}`` with the trained model (``Trainer.full_model``) in
+eval mode under ``torch.inference_mode()``: on the main process only, or with ``distributed=True`` on every
+process at once (``evaluate`` splits its work across the processes and gathers the results, e.g.
+``selfvos.finetune.validation.segmentation_scores(..., accelerator=...)``). The main process's metrics and
+its decision whether they improve on the best are sent to every process; only the main process logs
+``val/<name>`` to the tracker and, when ``metrics[metric]`` improves, saves the model with
+``save_pretrained(best_dir)`` next to ``best.json``::
 
     {"metric": "J&F", "value": 0.71, "step": 1200, "metrics": {"J": 0.69, "F": 0.73, "J&F": 0.71}}
 
@@ -14,10 +18,10 @@ import json
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Tuple, Union
 
 import torch
-from accelerate.utils import broadcast_object_list
+from accelerate.utils import broadcast_object_list, gather_object
 from torch import nn
 
 from selfvos.atomic import atomic_write_json
@@ -57,6 +61,9 @@ class EvalCallback(Callback):
     ``<output_dir>/best``. ``best`` is ``(value, step)`` of the best evaluation so far (None before the
     first), identical on every process; ``last_metrics`` holds the latest evaluation's metrics.
     The trained model must be a ``SelfvosModelMixin`` (it is saved with ``save_pretrained``).
+    ``distributed``: ``evaluate`` runs on every process and must call the same collectives on each (a process
+    that fails inside it must still take part in them, as ``segmentation_scores`` does); a failure on any
+    process after it returns stops every process.
     """
 
     def __init__(
@@ -66,6 +73,7 @@ class EvalCallback(Callback):
         metric: str,
         mode: str = "max",
         best_dir: Union[str, Path, None] = None,
+        distributed: bool = False,
     ) -> None:
         if not callable(evaluate):
             raise TypeError(f"EvalCallback evaluate must be callable, got {type(evaluate).__name__}")
@@ -77,6 +85,7 @@ class EvalCallback(Callback):
         self.every = every
         self.metric = metric
         self.mode = mode
+        self.distributed = distributed
         self.best_dir: Optional[Path] = Path(best_dir) if best_dir is not None else None
         self.best: Optional[Tuple[float, int]] = None
         self.last_metrics: Dict[str, float] = {}
@@ -112,26 +121,20 @@ class EvalCallback(Callback):
             return self.last_metrics
         acc = trainer.accelerator
         acc.wait_for_everyone()
-        payload: list = [None]
-        error: Optional[BaseException] = None
-        if acc.is_main_process:
+        model = trainer.full_model()  # every process: under FSDP this gathers the weights
+        metrics, error = None, None
+        if self.distributed or acc.is_main_process:
             try:
-                payload[0] = self._evaluate(acc.unwrap_model(trainer.module).model)
+                metrics = self._evaluate(model)
             except Exception as err:  # tell the other processes instead of leaving them waiting
-                error, payload[0] = err, f"{type(err).__name__}: {err}"
-        broadcast_object_list(payload)  # every process learns the metrics (and so the same best)
-        if error is not None:
-            raise error
-        if isinstance(payload[0], str):
-            raise RuntimeError(f"evaluation at step {step} failed on the main process: {payload[0]}")
-        metrics: Dict[str, float] = payload[0]
+                error = err
+        metrics, improves = self._agree(acc, metrics, error, step)
         self._last_step, self.last_metrics = step, metrics
-        trainer.tracker.log_metrics({f"val/{k}": v for k, v in metrics.items()}, step)
+        trainer.tracker.log_metrics({f"val/{k}": v for k, v in metrics.items()}, step)  # enabled on main only
         if acc.is_main_process:
             logger.info("step %d validation: %s", step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-        value = metrics[self.metric]
-        if self._improves(value):
-            model = acc.unwrap_model(trainer.module).model
+        if improves:
+            value = metrics[self.metric]
             # every process refuses together (the main one alone would leave the others waiting)
             trainer.check_finite_weights(self.best_dir, "save the best model", model)
             self.best = (value, step)
@@ -140,6 +143,28 @@ class EvalCallback(Callback):
                 logger.info("new best %s=%.4f at step %d -> %s", self.metric, value, step, self.best_dir)
         acc.wait_for_everyone()
         return metrics
+
+    def _agree(self, acc: Any, metrics: Optional[Dict[str, float]], error: Optional[BaseException],
+               step: int) -> Tuple[Dict[str, float], bool]:
+        """``(main process's metrics, whether they improve on the best)`` on every process; a failure on any
+        evaluating process is raised on every process (the failing one raises its own error)."""
+        if self.distributed and acc.num_processes > 1:
+            problems = gather_object([None if error is None else f"{type(error).__name__}: {error}"])
+            failed = [(rank, why) for rank, why in enumerate(problems) if why is not None]
+            if failed:  # every process stops here, before any other collective
+                if error is not None:
+                    raise error
+                raise RuntimeError(f"evaluation at step {step} failed on process {failed[0][0]}: {failed[0][1]}")
+        payload: list = [None]
+        if acc.is_main_process:
+            payload[0] = (metrics, self._improves(metrics[self.metric])) if error is None else \
+                f"{type(error).__name__}: {error}"
+        broadcast_object_list(payload)  # every process learns the metrics and the main process's decision
+        if error is not None:
+            raise error
+        if isinstance(payload[0], str):
+            raise RuntimeError(f"evaluation at step {step} failed on the main process: {payload[0]}")
+        return payload[0]
 
     def _evaluate(self, model: nn.Module) -> Dict[str, float]:
         """``evaluate(model)`` in eval mode under inference mode; the model's train/eval mode is restored."""

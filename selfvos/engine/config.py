@@ -21,6 +21,8 @@ class TrainConfig:
     """Optimisation, precision, checkpointing and tracking settings for one training run.
 
     Steps count optimizer updates; one update sees ``batch_size * num_processes * grad_accum`` clips.
+    ``sync_batchnorm`` converts every BatchNorm layer to ``torch.nn.SyncBatchNorm`` before ``prepare`` when more
+    than one process trains, so the statistics are those of the global batch; one process is left untouched.
     ``max_minutes`` ends a ``train()`` call early, cleanly, when its next step would end past that many minutes
     of wall-clock time (see ``Trainer.train``); the step count and the schedule still follow ``max_steps``.
     """
@@ -40,6 +42,7 @@ class TrainConfig:
     min_lr_ratio: float = 0.0  # the schedule decays to lr * min_lr_ratio at max_steps
     poly_power: float = 0.9  # exponent of the poly schedule
     freeze_bn: bool = False  # BatchNorm layers stay in eval mode: running statistics frozen, affine still trains
+    sync_batchnorm: bool = False  # >1 process: BatchNorm statistics over the global batch (SyncBatchNorm, GPUs only)
     find_unused_parameters: bool = False  # DDP: allow parameters that get no gradient in a step
     static_graph: bool = False  # DDP: the set of used parameters is the same in every step
     mixed_precision: str = "auto"  # auto | no | fp16 | bf16
@@ -75,6 +78,11 @@ class TrainConfig:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
         if self.max_minutes is not None and not 0 < self.max_minutes < float("inf"):
             raise ValueError(f"train.max_minutes must be a positive number of minutes or None, got {self.max_minutes}")
+        if self.sync_batchnorm and self.freeze_bn:
+            raise ValueError(
+                "train.sync_batchnorm and train.freeze_bn conflict: frozen BatchNorm layers normalise with their "
+                "running statistics, so there are no batch statistics to synchronise; set one of them to false"
+            )
         if self.grad_clip is not None and self.grad_clip <= 0:
             raise ValueError(f"train.grad_clip must be > 0 or None, got {self.grad_clip}")
         if not 0.0 <= self.momentum < 1.0:

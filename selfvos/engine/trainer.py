@@ -27,7 +27,11 @@ limit; at least one step runs. The round then ends as usual: round-end callbacks
 checkpoint. All processes agree on the stop (one all-reduce per step, only while a limit is set).
 
 ``freeze_bn`` keeps every BatchNorm layer in eval mode for the whole run (fine-tuning with small batches);
-``Trainer.export`` writes the model with ``save_pretrained``, the format ``selfvos.from_pretrained`` reads.
+``sync_batchnorm`` makes them SyncBatchNorm when several GPU processes train (``selfvos.engine.distributed``).
+``Trainer.export`` writes the model with ``save_pretrained``, the format ``selfvos.from_pretrained`` reads;
+under FSDP it first gathers the full weights (``Trainer.full_model``). DeepSpeed steps the optimizer inside
+``backward`` and clips by its own ``gradient_clipping``: there the non-finite guard counts a bad update but
+cannot undo it.
 """
 from __future__ import annotations
 
@@ -62,6 +66,9 @@ from selfvos.engine.checkpoint import (
     TrainingState, latest_intact_checkpoint, list_checkpoints, step_dir_name, verify_checkpoint, write_manifest,
 )
 from selfvos.engine.config import TrainConfig, resolve_cpu_threads, resolve_mixed_precision, resolve_tracking_uri
+from selfvos.engine.distributed import (
+    check_process_group, check_strategy, full_state_dict, shards_parameters, sync_batchnorm,
+)
 from selfvos.engine.optim import build_optimizer, build_scheduler
 from selfvos.engine.tracking import ExperimentTracker
 from selfvos.errors import NonFiniteWeightsError, SelfvosInputError, TrainingDiverged
@@ -105,6 +112,8 @@ def build_accelerator(cfg: TrainConfig) -> Accelerator:
             )
         ],
     )
+    check_process_group(accelerator)
+    check_strategy(accelerator)
     if accelerator.device.type == "cpu":
         local = int(os.environ.get("LOCAL_WORLD_SIZE", accelerator.num_processes))
         torch.set_num_threads(resolve_cpu_threads(cfg.cpu_threads, local))
@@ -189,6 +198,10 @@ class Trainer:
         self.deadline: float | None = None  # time.monotonic() after which train() ends its round early
         set_seed(config.seed)
         module = TrainStep(model, objective)
+        if config.sync_batchnorm:
+            module, synced = sync_batchnorm(module, acc.num_processes, acc.device.type)
+            logger.info("sync_batchnorm: %d BatchNorm layers synchronised over %d processes", synced,
+                        acc.num_processes)
         if config.freeze_bn:
             frozen = freeze_batchnorm(module)
             logger.info("freeze_bn: %d BatchNorm layers run in eval mode", frozen)
@@ -491,7 +504,10 @@ class Trainer:
         """Raise :class:`NonFiniteWeightsError` on every process when ``module`` (default: model + objective)
         holds NaN/inf on any process; ``path`` is what would have been written, ``action`` completes
         "refusing to ..."."""
-        bad = first_nonfinite((module or self._unwrapped).state_dict().items())
+        if module is None and shards_parameters(self.accelerator):  # this process's shard of every tensor
+            bad = first_nonfinite([*self.module.named_parameters(), *self.module.named_buffers()])
+        else:
+            bad = first_nonfinite((module or self._unwrapped).state_dict().items())
         if self._any_process(bad is not None):
             raise NonFiniteWeightsError(
                 path, f"refusing to {action}: non-finite weights {bad or '(on another process)'}",
@@ -529,7 +545,7 @@ class Trainer:
         """
         acc = self.accelerator
         directory = Path(directory or Path(self.config.output_dir) / "export")
-        model = acc.unwrap_model(self.module).model
+        model = self.full_model()
         if not isinstance(model, SelfvosModelMixin):
             raise TypeError(
                 f"Trainer.export saves with save_pretrained; {type(model).__name__} is not a "
@@ -541,6 +557,22 @@ class Trainer:
             model.save_pretrained(directory)
         acc.wait_for_everyone()
         return directory
+
+    def full_model(self) -> nn.Module:
+        """The trained model (without the objective) holding all of its weights on this process.
+
+        DDP, one process and DeepSpeed ZeRO-2: the unwrapped model itself. FSDP: a fresh ``type(model)(config)``
+        loaded with the full weights gathered by ``selfvos.engine.distributed.full_state_dict`` (on the
+        training device, in the model's train/eval mode); every process must call it then, as it gathers.
+        """
+        model = self._unwrapped.model
+        if not shards_parameters(self.accelerator):
+            return model
+        state = full_state_dict(self.accelerator, self.module)
+        weights = {k[len("model."):]: v for k, v in state.items() if k.startswith("model.")}
+        copy = type(model)(model.config)
+        copy.load_state_dict(weights)
+        return copy.to(self.accelerator.device).train(model.training)
 
     def log_round_metrics(self, metrics: Mapping[str, Any]) -> None:
         """Per-round quality (e.g. pseudo-label J on held-out videos) as ``round/<name>`` at step = round index."""

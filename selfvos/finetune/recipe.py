@@ -10,7 +10,9 @@
    clips) for the first ``data.pseudo_video_fraction`` of the steps, then real clips with the max frame skip
    growing (``data.curriculum``); validation on the held-out videos every ``eval.every`` steps, the best
    J&F exported to ``<output_dir>/best`` (one-shot heads: one-shot from the first mask, per object; zero-shot
-   heads: zero-shot, single object; their clips are binary and carry flows, see ``FinetuneConfig``);
+   heads: zero-shot, single object; their clips are binary and carry flows, see ``FinetuneConfig``); under N
+   processes each scores its block of the held-out videos, the per-video scores are gathered (the J&F of one
+   process), and the main process picks, logs and saves the best;
 4. export the last weights to ``<output_dir>/model`` with ``training.json`` (data, init, config), both
    loadable with ``selfvos.from_pretrained`` and servable by ``selfvos segment``.
 
@@ -109,10 +111,10 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
     callbacks = [schedule, objective]
     task = head_task(cfg.model)
     if cfg.eval.enabled and len(held_videos):
-        def evaluate(trained: Any) -> Dict[str, float]:
-            return segmentation_scores(trained, held_videos, task, max_side=cfg.eval.max_side)
+        def evaluate(trained: Any) -> Dict[str, float]:  # every process scores its share of the held-out videos
+            return segmentation_scores(trained, held_videos, task, max_side=cfg.eval.max_side, accelerator=accelerator)
 
-        callbacks.append(EvalCallback(evaluate, every=cfg.eval.every, metric="J&F", mode="max"))
+        callbacks.append(EvalCallback(evaluate, every=cfg.eval.every, metric="J&F", mode="max", distributed=True))
     trainer = Trainer(model, dataset, cfg.train, objective=objective, collate_fn=collate_objects,
                       callbacks=callbacks, run_config={k: v for k, v in to_dict(cfg).items() if k != "train"})
     with trainer:  # the MLflow run ends FINISHED, or FAILED / KILLED when anything below raises

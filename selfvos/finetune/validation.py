@@ -12,15 +12,22 @@ excluded). Returns ``{"J&F", "J", "F"}`` in percent.
   e.g. RVOS trained zero-shot): the predicted instance ids are matched one-to-one to the ground-truth objects of
   frame 0 (Hungarian, maximising the mean J over the video's frames, as the DAVIS-2017 unsupervised protocol
   matches instances), relabelled (unmatched predictions -> background) and scored per object.
+
+Under N processes (``accelerator=`` with ``num_processes > 1``), process ``r`` segments and scores only the
+videos ``shard_range(len(collection), r, N)`` (contiguous blocks); the per-video results are gathered with
+``gather_object`` in video order, so every process computes the same means from the same per-video results
+in the same order as one process does: the scores are equal to one process's, bit for bit, whenever each
+video's masks are (same weights, same frames).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from selfvos.data.video import VideoCollection, first_frame_mask
-from selfvos.eval.davis import DatasetResult, evaluate_sequence
+from selfvos.engine.distributed import gather_in_order, shard_range
+from selfvos.eval.davis import DatasetResult, SequenceResult, evaluate_sequence
 
 VOID = 255
 
@@ -52,34 +59,57 @@ def match_instances(gt: List[Optional[np.ndarray]], pred: List[np.ndarray]) -> L
     return [lut[p] for p in pred]
 
 
-def segmentation_scores(model: Any, collection: VideoCollection, task: str = "one-shot",
-                        max_side: Optional[int] = None, head: Optional[Dict[str, Any]] = None,
-                        multi_object: Optional[bool] = None) -> Dict[str, float]:
-    """J&F, J and F (percent) of ``task`` segmentation (``"one-shot"`` | ``"zero-shot"``) on every video of
-    ``collection`` (all frames annotated). ``multi_object`` (zero-shot only; None: the model class's
-    ``zero_shot_instances``): score instances matched to the ground-truth objects instead of one foreground."""
+def score_video(segmenter: Any, video: Any, task: str, multi_object: bool) -> SequenceResult:
+    """Segment one video with ``segmenter`` and score it (see the module docstring for the protocols)."""
+    gt = [video.mask(t) for t in range(len(video))]
+    first = None
+    if task == "one-shot":
+        first = first_frame_mask(video)
+        if first is None:
+            raise ValueError(f"{video.name}: frame 0 has no annotation to start a one-shot run from")
+    elif not multi_object:
+        gt = [None if g is None else ((g != 0) & (g != VOID)).astype(np.uint8) for g in gt]
+    pred = list(segmenter.segment_video(video, first_mask=first, progress=False))
+    if task == "zero-shot" and multi_object:
+        pred = match_instances(gt, pred)
+    return evaluate_sequence(video.name, video.frame_names, gt, pred, multi_object=multi_object)
+
+
+def video_results(model: Any, collection: VideoCollection, task: str = "one-shot", max_side: Optional[int] = None,
+                  head: Optional[Dict[str, Any]] = None, multi_object: Optional[bool] = None,
+                  accelerator: Any = None) -> Tuple[List[SequenceResult], bool]:
+    """``(one SequenceResult per video of collection, in collection order, multi_object)`` on every process;
+    with ``accelerator`` each process scores its own block of videos (``shard_range``) and the blocks are
+    gathered. A video that fails on one process stops every process (``gather_in_order``)."""
     from selfvos.inference.segmenter import Segmenter
 
     if task not in ("one-shot", "zero-shot"):
         raise ValueError(f"task must be 'one-shot' or 'zero-shot', got {task!r}")
     if multi_object is None:
         multi_object = task == "one-shot" or bool(getattr(type(model), "zero_shot_instances", False))
-    instances = task == "zero-shot" and multi_object
-    segmenter = Segmenter(model, task, head=head, max_side=max_side)
-    sequences = {}
-    for video in collection:
-        gt = [video.mask(t) for t in range(len(video))]
-        first = None
-        if task == "one-shot":
-            first = first_frame_mask(video)
-            if first is None:
-                raise ValueError(f"{video.name}: frame 0 has no annotation to start a one-shot run from")
-        elif not multi_object:
-            gt = [None if g is None else ((g != 0) & (g != VOID)).astype(np.uint8) for g in gt]
-        pred = list(segmenter.segment_video(video, first_mask=first, progress=False))
-        if instances:
-            pred = match_instances(gt, pred)
-        sequences[video.name] = evaluate_sequence(video.name, video.frame_names, gt, pred, multi_object=multi_object)
+    rank, world = (0, 1) if accelerator is None else (accelerator.process_index, accelerator.num_processes)
+    local: List[Tuple[int, SequenceResult]] = []
+    error: Optional[BaseException] = None
+    try:
+        segmenter = Segmenter(model, task, head=head, max_side=max_side)
+        for index in shard_range(len(collection), rank, world):
+            local.append((index, score_video(segmenter, collection[index], task, multi_object)))
+    except Exception as err:  # every process must still reach the gather
+        error = err
+    gathered = gather_in_order(local, error, accelerator)
+    return [result for _, result in gathered], multi_object
+
+
+def segmentation_scores(model: Any, collection: VideoCollection, task: str = "one-shot",
+                        max_side: Optional[int] = None, head: Optional[Dict[str, Any]] = None,
+                        multi_object: Optional[bool] = None, accelerator: Any = None) -> Dict[str, float]:
+    """J&F, J and F (percent) of ``task`` segmentation (``"one-shot"`` | ``"zero-shot"``) on every video of
+    ``collection`` (all frames annotated). ``multi_object`` (zero-shot only; None: the model class's
+    ``zero_shot_instances``): score instances matched to the ground-truth objects instead of one foreground.
+    ``accelerator``: every process calls it and scores its share of the videos (module docstring); every
+    process returns the same scores."""
+    results, multi_object = video_results(model, collection, task, max_side, head, multi_object, accelerator)
+    sequences = {result.name: result for result in results}
     mean = DatasetResult(sequences, multi_object=multi_object, protocol="official").mean()
     return {"J&F": 100 * mean["JF"], "J": 100 * mean["J"], "F": 100 * mean["F"]}
 
