@@ -6,14 +6,20 @@ removed), ``fused`` (both, with a colour-model clean-up; the default). Masks go 
 finished round is never overwritten unless ``--overwrite`` is given. Where the data has ground-truth
 masks, ``--eval-gt`` prints J of the pseudo-masks against them.
 
+Under ``accelerate launch`` (N processes, any machines sharing the store folder) every process labels its
+shard of the videos into the same round and the main process writes one merged manifest and prints the
+summary; the masks are the ones one process writes, and a re-run with any N resumes the unfinished videos.
+
 Examples::
 
     selfvos pseudo-labels --data davis:../shared/data/davis2016-train-240p --out out/pseudo --frame-step 10 --eval-gt
     selfvos pseudo-labels --data video:../shared/data/videos/dog.mp4 --out out/dog --max-side 480 --gallery dog.png
+    accelerate launch --num_processes 4 "$(which selfvos)" pseudo-labels --data davis:DAVIS --out out/pseudo
 """
 from __future__ import annotations
 
 import argparse
+import os
 from typing import List, Optional
 
 
@@ -44,6 +50,25 @@ def build_labeler(method: str, max_side: int = 0, flow_cache: Optional[str] = No
     return PSEUDO_LABELERS.create(method, **options)
 
 
+def shard_plan():
+    """This process's :class:`~selfvos.pseudo.generate.ShardPlan`: the ``accelerate`` process group when the
+    launcher started several processes (``WORLD_SIZE`` > 1), else one process (accelerate is not imported)."""
+    from selfvos.errors import SelfvosInputError
+    from selfvos.pseudo.generate import ShardPlan
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return ShardPlan()
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))  # --cpu / use_cpu: gloo processes
+    if state.num_processes != world:
+        raise SelfvosInputError("WORLD_SIZE", f"{world} processes launched but accelerate set up "
+                                              f"{state.num_processes} (no accelerator here? launch with --cpu)")
+    return ShardPlan.from_state(state)
+
+
 def run(args: argparse.Namespace) -> int:
     from selfvos.data.sources import open_source
     from selfvos.errors import SelfvosInputError
@@ -59,8 +84,12 @@ def run(args: argparse.Namespace) -> int:
     collection = open_source(args.data).select(sequences)
     store = PseudoLabelStore(args.out)
     labeler = build_labeler(args.method, args.max_side, args.flow_cache)
+    plan = shard_plan()
     manifest = generate_pseudo_labels(collection, store, args.round, labeler, frame_step=args.frame_step,
-                                      overwrite=args.overwrite, eval_gt=args.eval_gt)
+                                      overwrite=args.overwrite, eval_gt=args.eval_gt, progress=plan.is_main,
+                                      shard=plan)
+    if not plan.is_main:
+        return 0
     print(f"round {args.round}: {len(manifest['completed_videos'])} videos in {store.round_dir(args.round)}")
     quality = manifest.get("quality")
     if args.eval_gt:

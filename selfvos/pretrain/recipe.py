@@ -5,7 +5,8 @@
 1. open the videos (any ``selfvos.data`` source; their human masks, if any, are NEVER used for training,
    only to report pseudo-mask quality when ``eval_gt`` is on);
 2. round 0 pseudo-masks from an unsupervised labeler (``pseudo.method``: ``fused`` by default) into a
-   versioned, resumable :class:`PseudoLabelStore` (main process; the others wait);
+   versioned, resumable :class:`PseudoLabelStore`, every process labeling its shard of the videos (one
+   merged manifest, written by the main process; see :mod:`selfvos.pseudo.generate`);
 3. for each bootstrapping round r: train ``steps_per_round`` steps on store round r, then the trained model
    relabels every video into store round r + 1 (:mod:`selfvos.pretrain.bootstrap`) and the round's
    pseudo-mask quality and a gallery go to MLflow;
@@ -86,13 +87,6 @@ class PretrainConfig:
         return Path(self.pseudo.store or Path(self.train.output_dir) / "pseudo_labels")
 
 
-def _main_first(accelerator, fn):
-    """Run ``fn`` on the main process while the others wait; returns its result on the main process."""
-    result = fn() if accelerator.is_main_process else None
-    accelerator.wait_for_everyone()
-    return result
-
-
 def init_from_checkpoint(model: Any, checkpoint: str) -> None:
     """Load every weight of ``model`` from ``checkpoint`` (an exported folder, a ``.safetensors`` file or a Hub
     id); a missing, unexpected or differently shaped tensor is a ``SelfvosInputError`` naming the weights file."""
@@ -109,11 +103,12 @@ def run_pretraining(cfg: PretrainConfig, callbacks: Sequence[Any] = ()) -> Path:
 
     from selfvos.config import to_dict
     from selfvos.data.sources import open_source
-    from selfvos.pretrain.relabel import RelabelCallback, RoundMaskProvider, make_gallery_image
+    from selfvos.pretrain.relabel import RelabelCallback, RoundMaskProvider, make_gallery_image, rounds_in_place
     from selfvos.engine.trainer import Trainer, build_accelerator
     from selfvos.hub.record import write_training_record
     from selfvos.pretrain import MuGModel, MuGObjective
     from selfvos.pseudo import generate_pseudo_labels
+    from selfvos.pseudo.generate import ShardPlan
     from selfvos.pseudo.store import PseudoLabelStore
     from selfvos.registry import PSEUDO_LABELERS
 
@@ -122,13 +117,15 @@ def run_pretraining(cfg: PretrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     store = PseudoLabelStore(cfg.store_dir)
 
     def round_zero() -> Dict[str, Any]:
-        if store.latest_round() is not None:
+        """Round 0 on every process (each labels its shard); its manifest on every process."""
+        if rounds_in_place(accelerator, store):
             return store.manifest(0)
         labeler = PSEUDO_LABELERS.create(cfg.pseudo.method, **cfg.pseudo.options)
         return generate_pseudo_labels(collection, store, 0, labeler, frame_step=cfg.pseudo.frame_step,
-                                      eval_gt=cfg.pseudo.eval_gt, progress=accelerator.is_main_process)
+                                      eval_gt=cfg.pseudo.eval_gt, progress=accelerator.is_main_process,
+                                      shard=ShardPlan.from_state(accelerator))
 
-    manifest0 = _main_first(accelerator, round_zero)
+    manifest0 = round_zero()
 
     provider = RoundMaskProvider(store)
     augment = ClipAugment(cfg.data.augment_cfg) if cfg.data.augment else None

@@ -21,6 +21,12 @@ interrupted round resumes its staging folder (videos with a marker are skipped);
 :meth:`~PseudoLabelStore.begin_round` also cleans what a killed run left behind (temporary files, the old copy
 of a replaced round, a finished round that was not yet moved into place). Re-creating a complete round is an
 error unless ``overwrite=True`` for that round, and no operation touches another round's folder.
+
+Several processes may build one round together (:mod:`selfvos.pseudo.generate` sharding): one process calls
+:meth:`~PseudoLabelStore.begin_round`, each writes the frames and markers of its own videos with
+``mark_video_complete(..., update_manifest=False)``, and that one process collects the markers
+(:meth:`~PseudoLabelStore.sync_completed`) and finishes the round. The markers, not the staged manifest, say
+which videos are done.
 """
 from __future__ import annotations
 
@@ -186,14 +192,31 @@ class PseudoLabelStore:
         return (self.staging_dir(round_index) / video / MARKER).is_file()
 
     def mark_video_complete(self, round_index: int, video: str, frame_indices: Sequence[int],
-                            frame_names: Sequence[str]) -> None:
-        """Write the video's completion marker, then add it to the staged manifest's ``completed_videos``."""
+                            frame_names: Sequence[str], *, update_manifest: bool = True) -> None:
+        """Write the video's completion marker, then add it to the staged manifest's ``completed_videos``.
+
+        ``update_manifest=False`` writes the marker only: what the ranks of a sharded build do (the manifest
+        has one writer, which collects the markers with :meth:`sync_completed`).
+        """
         staging = self.staging_dir(round_index)
         marker = {"frames": [int(i) for i in frame_indices], "frame_names": list(frame_names)}
         atomic_write_json(staging / video / MARKER, marker)
+        if not update_manifest:
+            return
         manifest = self.manifest(round_index, staging=True)
         manifest["completed_videos"] = sorted(set(manifest["completed_videos"]) | {video})
         atomic_write_json(staging / "manifest.json", manifest)
+
+    def sync_completed(self, round_index: int) -> Dict[str, Any]:
+        """Add every listed video of the round being built whose marker exists to the staged manifest's
+        ``completed_videos`` (the markers written by the ranks of a sharded build); returns the manifest."""
+        manifest = self.manifest(round_index, staging=True)
+        marked = {v for v in manifest.get("videos", []) if self.is_video_complete(round_index, v)}
+        completed = sorted(set(manifest.get("completed_videos", [])) | marked)
+        if completed != manifest.get("completed_videos"):
+            manifest["completed_videos"] = completed
+            atomic_write_json(self.staging_dir(round_index) / "manifest.json", manifest)
+        return manifest
 
     def write(self, round_index: int, video: str, frame_index: int, soft: np.ndarray) -> Path:
         """Store a soft mask (H, W) float in [0, 1] as an 8-bit PNG (atomic) in the round being built."""
