@@ -6,6 +6,8 @@
                     [--mode online|offline] [--references N] [--reference-weight W] [--motion-weight W]
                     [--grabcut ITERATIONS] [--prior-weight W] [--refine-radius PIXELS]
                     [--object-gain G] [--online-steps N]
+    selfvos segment --task vis --checkpoint CKPT --input VIDEO --instances rvos:CKPT|FOLDER --out OUT_DIR
+                    [--vis-json OUT.json] [--overlay OUT.mp4]      (video instance segmentation, see segment_vis)
 
 Writes ``OUT_DIR/<frame name>.png`` (DAVIS-palette PNG of object ids) for every frame, named like the
 input frames (``00000`` ... for a video file). With ``--first-mask`` the mask of the first frame is
@@ -47,6 +49,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Tuple
 
+from selfvos.cli.segment_vis import add_vis_options, check_vis_options, run_vis
+
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p = sub.add_parser(name, help="segment one video with a pretrained checkpoint (zero-shot or one-shot)",
@@ -62,7 +66,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
                    help="first-frame clicks of one object (label 1 = object, default; 0 = not the object); "
                         "repeat per object: the k-th --points is object k (with --box: the k-th box's object)")
     p.add_argument("--overlay", default=None, help="also write an overlay video here (e.g. out.mp4)")
-    add_common_options(p)
+    add_common_options(p, tasks=("auto", "zero-shot", "one-shot", "vis"))
+    add_vis_options(p)
     p.set_defaults(func=run)
 
 
@@ -181,6 +186,8 @@ def check_task(model: Any, task: str, checkpoint: str) -> None:
 
     if task not in supported_tasks(model):
         hint = "give --first-mask" if task == "zero-shot" else "drop --first-mask"
+        if "vis" in supported_tasks(model):
+            hint = "use --task vis --instances ..."
         raise SelfvosInputError(checkpoint, f"the {model.architecture} model runs "
                                             f"{' / '.join(supported_tasks(model))} only ({hint})")
 
@@ -374,6 +381,9 @@ def run(args: argparse.Namespace) -> int:
     from selfvos.inference.io import check_overlay_path
     from selfvos.inference.prompts import check_prompts
 
+    if args.task == "vis":
+        return run_vis(args)
+    check_vis_options(args)
     boxes, points = parse_prompt_options(args)
     prompted = boxes is not None or points is not None
     prompt_option = ("--box" if boxes is not None else "--points") if prompted else None

@@ -12,6 +12,7 @@ from selfvos.heads.cosnet import COSNet, COSNetConfig
 from selfvos.heads.feelvos import FEELVOS, FEELVOSConfig, FEELVOSInferenceConfig, FEELVOSInferenceCore
 from selfvos.heads.fusionseg import FusionSeg, FusionSegConfig
 from selfvos.heads.lvo import LVO, LVOConfig
+from selfvos.heads.masktrack import MaskTrack, MaskTrackConfig, MaskTrackInferenceConfig
 from selfvos.heads.mpnet import MPNet, MPNetConfig
 from selfvos.heads.munet import MUNet, MUNetConfig, MUNetInferenceConfig, MUNetInferenceCore
 from selfvos.heads.pdb import PDB, PDBConfig
@@ -20,6 +21,6 @@ from selfvos.heads.stm import STM, STMConfig, STMInferenceConfig, STMInferenceCo
 
 __all__ = ["AGAME", "AGAMEConfig", "AGAMEInferenceConfig", "AGAMEInferenceCore", "AGS", "AGSConfig", "CFBI", "CFBIConfig",
            "CFBIInferenceConfig", "CFBIInferenceCore", "CFBIPlus", "CFBIPlusConfig", "COSNet", "COSNetConfig", "FEELVOS", "FEELVOSConfig",
-           "FEELVOSInferenceConfig", "FEELVOSInferenceCore", "FusionSeg", "FusionSegConfig", "HeadConfig", "LVO", "LVOConfig", "MUNet", "MUNetConfig", "MUNetInferenceConfig",
+           "FEELVOSInferenceConfig", "FEELVOSInferenceCore", "FusionSeg", "FusionSegConfig", "HeadConfig", "LVO", "LVOConfig", "MaskTrack", "MaskTrackConfig", "MaskTrackInferenceConfig", "MUNet", "MUNetConfig", "MUNetInferenceConfig",
            "MUNetInferenceCore", "MPNet", "MPNetConfig", "PDB", "PDBConfig", "RVOS", "RVOSConfig",
            "RVOSInferenceConfig", "RVOSInferenceCore", "RVOSZeroShotCore", "STM", "STMConfig", "STMInferenceConfig", "STMInferenceCore", "VOSHead", "one_hot_objects"]
