@@ -39,6 +39,7 @@ SUBCOMMANDS = {
     "segment-dataset": "segment_dataset",
     "finetune": "finetune",
     "push": "push",
+    "shard": "shard",
 }
 
 

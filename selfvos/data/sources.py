@@ -30,7 +30,7 @@ SOURCES.register("youtube-vos")(open_youtube_vos)
 SOURCES.register("video")(open_video)
 SOURCES.register("frames")(open_frames)
 
-for _module in ("selfvos.data.synthetic", "selfvos.data.hf"):
+for _module in ("selfvos.data.synthetic", "selfvos.data.hf", "selfvos.data.streaming"):
     try:
         importlib.import_module(_module)
     except ModuleNotFoundError as _err:  # only the module itself may be absent, not its dependencies

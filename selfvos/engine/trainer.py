@@ -9,6 +9,9 @@ the data position is ``step * grad_accum`` micro-batches into a seeded, epoch-in
 ``accelerator.skip_first_batches``; model-side randomness is re-seeded from ``(seed, step, micro, rank)``
 before every forward (as fairseq does), so a resumed run draws the same random numbers as an uninterrupted
 one. Datasets should derive their own randomness from the index (``set_epoch`` is forwarded to them).
+An ``IterableDataset`` must be a per-rank stream (:class:`selfvos.data.clip_stream.ClipStream`): it reads its
+process's shards itself (Accelerate neither dispatches nor re-shards it) and resumes by ``start_at(batch)``,
+which counts the skipped items instead of decoding them.
 
 Non-finite guard: an update whose loss (on any process) or gradient norm is NaN/inf is skipped: no
 optimizer step, the buffers (BatchNorm statistics) put back as they were, the scheduler and the step counter
@@ -56,7 +59,7 @@ from accelerate.utils import (
 )
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
 from selfvos.atomic import replace_dir
@@ -207,11 +210,18 @@ class Trainer:
             logger.info("freeze_bn: %d BatchNorm layers run in eval mode", frozen)
         optimizer = build_optimizer(module, config)
         scheduler = build_scheduler(optimizer, config)
+        self._stream = isinstance(dataset, IterableDataset)  # a per-rank stream: ordered by itself, no shuffle
         loader = DataLoader(
-            dataset, batch_size=config.batch_size, shuffle=True, drop_last=True, collate_fn=collate_fn,
+            dataset, batch_size=config.batch_size, shuffle=not self._stream, drop_last=True, collate_fn=collate_fn,
             num_workers=config.num_workers, pin_memory=torch.cuda.is_available(),
         )
-        self.module, self.optimizer, self.scheduler, self.loader = acc.prepare(module, optimizer, scheduler, loader)
+        if self._stream:
+            from selfvos.data.clip_stream import prepare_stream_loader
+
+            self.module, self.optimizer, self.scheduler = acc.prepare(module, optimizer, scheduler)
+            self.loader = prepare_stream_loader(loader, acc)
+        else:
+            self.module, self.optimizer, self.scheduler, self.loader = acc.prepare(module, optimizer, scheduler, loader)
         self._unwrapped: nn.Module = acc.unwrap_model(self.module)  # the TrainStep: model + objective
         if len(self.loader) == 0:
             raise ValueError(
@@ -319,7 +329,11 @@ class Trainer:
         while True:
             self.state.epoch = epoch
             self.loader.set_epoch(epoch)  # seeds this epoch's shuffle; also calls dataset.set_epoch if any
-            loader = self.accelerator.skip_first_batches(self.loader, offset) if offset else self.loader
+            if self._stream:  # skipped by counting items, nothing decoded; every pass after the first starts at 0
+                self.loader.dataset.start_at(offset)
+                loader = self.loader
+            else:
+                loader = self.accelerator.skip_first_batches(self.loader, offset) if offset else self.loader
             yield from loader
             epoch, offset = epoch + 1, 0
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from selfvos.data.augment import ClipAugment, ClipAugmentConfig
-from selfvos.data.sampling import ClipDataset, ClipSamplerConfig
+from selfvos.data.sampling import ClipSamplerConfig
 from selfvos.engine.config import TrainConfig
 from selfvos.pretrain.bootstrap import BootstrapConfig
 from selfvos.pretrain.model import MuGConfig
@@ -102,6 +102,7 @@ def run_pretraining(cfg: PretrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     from accelerate.utils import set_seed
 
     from selfvos.config import to_dict
+    from selfvos.data.clip_stream import clip_dataset
     from selfvos.data.sources import open_source
     from selfvos.pretrain.relabel import RelabelCallback, RoundMaskProvider, make_gallery_image, rounds_in_place
     from selfvos.engine.trainer import Trainer, build_accelerator
@@ -131,8 +132,7 @@ def run_pretraining(cfg: PretrainConfig, callbacks: Sequence[Any] = ()) -> Path:
     augment = ClipAugment(cfg.data.augment_cfg) if cfg.data.augment else None
     if (cfg.objective.flow_explanation or cfg.objective.sfm) and not cfg.clip.flow:
         cfg.clip.flow = True  # the flow-explanation and SfM-Net objectives read the clips' optical flow
-    dataset = ClipDataset(collection, cfg.clip, mask_provider=provider, augment=augment,
-                          clips_per_video=cfg.data.clips_per_video)
+    dataset = clip_dataset(collection, cfg.clip, provider, augment, cfg.data.clips_per_video)  # stream: sources stream
     set_seed(cfg.train.seed)  # the same initial weights for the same config, whatever ran before in this process
     model = MuGModel(cfg.model)
     if cfg.init:
