@@ -7,16 +7,17 @@ layer1`` maps at 1/32, 1/16, 1/8, 1/4):
 - encoder: the backbone (``self.backbone``) on the ImageNet-normalised frame; each skip map is projected by a 1x1
   convolution to ``skip_dim`` channels: ``f'_{t,k}`` (B, skip_dim, h_k, w_k), computed once per frame and shared by
   every object;
-- hierarchical ConvLSTM decoder (3x3 kernels, one ConvLSTM per scale, run once per object i and frame t)::
+- hierarchical ConvLSTM decoder (:class:`~selfvos.heads.rvos_decoder.RVOSDecoder`; 3x3 kernels, one ConvLSTM
+  per scale, run once per object i and frame t)::
 
-      h_input(t, i, k) = [B(h_{t,i,k-1}) | f'_{t,k} | S_{t-1,i}]      (k = 0: [f'_{t,0} | S_{t-1,i}])
-      h_state(t, i, k) = [h_{t,i-1,k} | h_{t-1,i,k}]                    (i = 0: [0 | h_{t-1,0,k}]; t = 0: [.. | 0])
-      (h_{t,i,k}, c_{t,i,k}) = ConvLSTM_k(h_input, h_state),  cell state carried from (t, i-1, k)
+      h_input(t, i, k) = [f'_{t,k} | B(h_{t,i,k-1}) | S_{t-1,i} | h_{t-1,i,k}]    (k = 0: no B(h))
+      (h_{t,i,k}, c_{t,i,k}) = ConvLSTM_k(h_input, (h, c)_{t,i-1,k})               (i = 0 / t = 0: zeros)
 
   with ``B`` the bilinear upsampling to scale k and ``S_{t-1,i}`` (one-shot only) object i's mask of the previous
-  frame, area-resized to scale k. In :class:`~selfvos.layers.conv_rnn.ConvLSTMCell` terms: the cell's input is
-  ``[h_input | h_{t-1,i,k}]`` (temporal recurrence) and its state ``(h, c)_{t,i-1,k}`` (spatial recurrence over
-  objects), which is how the released code combines the two (cell state from the spatial predecessor);
+  frame, area-resized to scale k: the temporal recurrence enters as an input, the spatial recurrence over objects
+  as the cell state (how the released code combines the two). The gates are computed part by part (the
+  convolution is linear): the skip term once per frame, the mask and temporal terms batched over the objects, only
+  the ``[B(h_{t,i,k-1}) | h_{t,i-1,k}]`` term per object; the spatial recurrence stays sequential;
 - per object: a 1x1 convolution of the finest hidden map -> foreground logit ``z_{t,i}`` at 1/4, bilinear to
   (H, W); zero-shot adds a stop logit per slot, a linear layer on ``[maxpool(h_{t,i,0}) | ... |
   maxpool(h_{t,i,L-1})]`` (global max-pooling, as RSIS).
@@ -35,8 +36,9 @@ instance ids 1..K): each sample's slots are matched to its K valid instances by 
 (``scipy.optimize.linear_sum_assignment``, under no_grad) on the cost ``1 - softIoU(i, k)`` over the whole clip,
 ``softIoU = sum p y v / sum (p + y - p y) v`` with ``p = sigmoid(z)``, ``y`` the instance mask, ``v`` the non-void
 pixels; with ``match_first_slots`` (RSIS's ``n~ = min(n^, n)``, default) only the first min(N, K) slots enter the
-matching. The matched slot logits are placed at channel k (unmatched slots are dropped, an instance without a slot
-gets logit -1e4) and soft-aggregated: ``{"logits": (B, T, K+1, H, W), "frames": arange(T)}``. The stop loss
+matching (on the slot probabilities upsampled to (H, W), under no_grad). The matched slot logits are placed at channel
+k (unmatched slots are dropped before their upsampling, an instance without a slot gets logit -1e4) and
+soft-aggregated: ``{"logits": (B, T, K+1, H, W), "frames": arange(T)}``. The stop loss
 ``extra_loss = stop_weight * mean_{b, t, i} BCE(s_{t,i}, [i >= K_b])`` (slot i should stop iff i >= K) is added by
 :class:`~selfvos.finetune.losses.SegmentationLoss`. ``assignment`` (B, K) gives the slot of each instance (-1: none).
 
@@ -69,14 +71,13 @@ from torch import nn
 from selfvos.backbones import BackboneConfig, backbone_from_config
 from selfvos.errors import SelfvosInputError
 from selfvos.heads.base import HeadConfig, OneShotCore, VOSHead, one_hot_objects, segmentation_online_loss
+from selfvos.heads.rvos_decoder import HiddenMaps, RVOSDecoder, match_slots, stop_targets
 from selfvos.hub.mixin import ModelInfo, register_architecture
-from selfvos.layers import ConvLSTMCell, soft_aggregate
+from selfvos.layers import soft_aggregate
 from selfvos.registry import CORES, ONLINE_LOSSES
 
 MODES = ("one_shot", "zero_shot")
 VOID = 255
-HiddenMaps = List[torch.Tensor]  # one (N, D_k, h_k, w_k) hidden map per scale
-LSTMStates = List[Tuple[torch.Tensor, torch.Tensor]]  # (h, c) per scale
 
 
 @dataclass
@@ -140,75 +141,6 @@ class RVOSConfig(HeadConfig):
             raise ValueError(f"need max_instances >= 1, teacher_forcing_steps >= 0, stop_weight >= 0, got {self}")
 
 
-class RVOSDecoder(nn.Module):
-    """The hierarchical ConvLSTM decoder of one object at one frame (see the module docstring).
-
-    ``forward(skips, mask, spatial, temporal)``: skips coarse to fine, each (N, skip_dim, h_k, w_k); mask (N, 1, H,
-    W) or None; spatial: the (h, c) per scale of the previous object at this frame, or None (zeros); temporal: the
-    hidden maps per scale of this object at the previous frame, or None (zeros). Returns the new (h, c) per scale,
-    the foreground logit (N, 1, h_fine, w_fine) and the stop logit (N,) (None without a stop branch).
-    """
-
-    def __init__(self, skip_dim: int, hidden: Sequence[int], mask_input: bool, stop: bool) -> None:
-        super().__init__()
-        self.mask_input = mask_input
-        cells = []
-        for k, dim in enumerate(hidden):
-            inputs = skip_dim + (hidden[k - 1] if k else 0) + int(mask_input) + dim  # + temporal hidden
-            cells.append(ConvLSTMCell(inputs, dim, 3))
-        self.cells = nn.ModuleList(cells)
-        self.predict = nn.Conv2d(hidden[-1], 1, 1)
-        self.stop = nn.Linear(sum(hidden), 1) if stop else None
-
-    def forward(self, skips: Sequence[torch.Tensor], mask: Optional[torch.Tensor], spatial: Optional[LSTMStates],
-                temporal: Optional[HiddenMaps]) -> Tuple[LSTMStates, torch.Tensor, Optional[torch.Tensor]]:
-        states: LSTMStates = []
-        above: Optional[torch.Tensor] = None
-        for k, (cell, skip) in enumerate(zip(self.cells, skips)):
-            size = tuple(skip.shape[-2:])
-            inputs = [skip]
-            if above is not None:
-                inputs.append(F.interpolate(above, size=size, mode="bilinear", align_corners=False))
-            if self.mask_input:
-                inputs.append(F.interpolate(mask, size=size, mode="area"))
-            inputs.append(temporal[k] if temporal is not None else skip.new_zeros(skip.shape[0], cell.hidden, *size))
-            state = cell(torch.cat(inputs, dim=1), None if spatial is None else spatial[k])
-            states.append(state)
-            above = state[0]
-        stop = None
-        if self.stop is not None:
-            stop = self.stop(torch.cat([h.amax(dim=(-2, -1)) for h, _ in states], dim=1))[:, 0]
-        return states, self.predict(above), stop
-
-
-def soft_iou_matrix(probabilities: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """probabilities (N, T, H, W) of N slots, truth (K, T, H, W) in {0, 1}, valid (T, H, W) -> (N, K) soft IoU over
-    the clip: ``sum p y v / sum (p + y - p y) v``."""
-    p = (probabilities * valid).flatten(1)
-    y = (truth * valid).flatten(1).to(p.dtype)
-    inter = p @ y.T
-    union = p.sum(1, keepdim=True) + y.sum(1)[None] - inter
-    return inter / union.clamp(min=1e-6)
-
-
-def hungarian_match(soft_iou: torch.Tensor) -> torch.Tensor:
-    """(N, K) soft IoU of N slots with K instances -> (K,) long: the slot assigned to each instance by
-    ``linear_sum_assignment`` on the cost ``1 - soft_iou`` (-1 for an instance left without a slot, K > N)."""
-    from scipy.optimize import linear_sum_assignment
-
-    n, k = soft_iou.shape
-    slots = torch.full((k,), -1, dtype=torch.long)
-    if n and k:
-        rows, cols = linear_sum_assignment((1.0 - soft_iou.detach().float()).cpu().numpy())
-        slots[torch.as_tensor(cols, dtype=torch.long)] = torch.as_tensor(rows, dtype=torch.long)
-    return slots
-
-
-def stop_targets(num_objects: torch.Tensor, slots: int) -> torch.Tensor:
-    """(B,) instance counts K_b -> (B, N) float stop targets: 1 iff slot i >= K_b (the paper's)."""
-    return (torch.arange(slots, device=num_objects.device)[None] >= num_objects[:, None]).float()
-
-
 @register_architecture
 class RVOS(VOSHead):
     """RVOS; see the module docstring. ``forward(batch)`` trains; the cores infer."""
@@ -253,25 +185,16 @@ class RVOS(VOSHead):
         return [proj(feats[name].float()) for proj, name in zip(self.project, self.layers)]
 
     def decode_frame(self, skips: Sequence[torch.Tensor], count: int, masks: Optional[torch.Tensor] = None,
-                     temporal: Optional[Sequence[HiddenMaps]] = None
-                     ) -> Tuple[torch.Tensor, Optional[torch.Tensor], List[HiddenMaps]]:
-        """One frame, ``count`` objects / slots in order (spatial recurrence).
+                     temporal: Optional[HiddenMaps] = None
+                     ) -> Tuple[torch.Tensor, Optional[torch.Tensor], HiddenMaps]:
+        """One frame, ``count`` objects / slots in order (spatial recurrence, :class:`RVOSDecoder`).
 
         skips: ``encode`` output of B frames; masks (B, count, H, W) previous masks (one-shot) or None; temporal:
-        per object the hidden maps of the previous frame, or None. Returns the foreground logits (B, count, h, w)
-        at the finest scale, the stop logits (B, count) (zero-shot, else None) and the new hidden maps per object.
+        the previous frame's hidden maps (per scale (B, count, D_k, h_k, w_k)), or None. Returns the foreground
+        logits (B, count, h, w) at the finest scale, the stop logits (B, count) (zero-shot, else None) and this
+        frame's hidden maps.
         """
-        spatial: Optional[LSTMStates] = None
-        logits, stops, hidden = [], [], []
-        for i in range(count):
-            mask = masks[:, i:i + 1] if masks is not None else None
-            states, logit, stop = self.decoder(skips, mask, spatial, None if temporal is None else temporal[i])
-            spatial = states
-            logits.append(logit[:, 0])
-            stops.append(stop)
-            hidden.append([h for h, _ in states])
-        stop_logits = torch.stack(stops, dim=1) if self.zero_shot else None
-        return torch.stack(logits, dim=1), stop_logits, hidden
+        return self.decoder(skips, count, masks, temporal)
 
     # --- training -----------------------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, torch.Tensor]) -> Dict[str, Any]:
@@ -313,27 +236,19 @@ class RVOS(VOSHead):
         slot_logits, stop_logits = [], []
         for i in range(t):
             logits, stops, temporal = self.decode_frame([x[:, i] for x in skips], n, None, temporal)
-            slot_logits.append(F.interpolate(logits, size=size, mode="bilinear", align_corners=False))
+            slot_logits.append(logits)
             stop_logits.append(stops)
-        z = torch.stack(slot_logits, dim=1)  # (B, T, N, H, W)
+        z = torch.stack(slot_logits, dim=1)  # (B, T, N, h, w) at the finest scale
         stops = torch.stack(stop_logits, dim=1)  # (B, T, N)
         if valid is None:
             valid = torch.ones(b, k, dtype=torch.bool, device=masks.device)
-        assignment = torch.full((b, k), -1, dtype=torch.long)
-        with torch.no_grad():
-            for j in range(b):
-                objects = torch.nonzero(valid[j]).flatten()
-                candidates = min(n, len(objects)) if self.config.match_first_slots else n
-                truth = torch.stack([masks[j] == int(o) + 1 for o in objects]) if len(objects) else None
-                if truth is None or not candidates:
-                    continue
-                iou = soft_iou_matrix(torch.sigmoid(z[j, :, :candidates].float()).transpose(0, 1), truth,
-                                      (masks[j] != VOID).float())
-                assignment[j, objects] = hungarian_match(iou)
-        assignment = assignment.to(z.device)
-        index = assignment.clamp(min=0)[:, None, :, None, None].expand(b, t, k, *size)
-        matched = torch.where((assignment >= 0)[:, None, :, None, None], torch.gather(z, 2, index),
-                              torch.full_like(index, -1e4, dtype=z.dtype))
+        assignment = match_slots(z, masks, valid, self.config.match_first_slots)
+        # bilinear upsampling is per channel: gather the matched slots, then upsample K maps instead of N
+        index = assignment.clamp(min=0)[:, None, :, None, None].expand(b, t, k, *z.shape[-2:])
+        chosen = F.interpolate(torch.gather(z, 2, index).flatten(0, 1), size=size, mode="bilinear",
+                               align_corners=False).reshape(b, t, k, *size)
+        matched = torch.where((assignment >= 0)[:, None, :, None, None], chosen,
+                              torch.full_like(chosen, -1e4))
         logits = soft_aggregate(matched.flatten(0, 1), valid.repeat_interleave(t, dim=0))
         targets = stop_targets(valid.sum(1), n)[:, None].expand_as(stops)
         stop_loss = F.binary_cross_entropy_with_logits(stops.float(), targets)
@@ -358,7 +273,7 @@ class RVOSInferenceCore(OneShotCore):
 
     def reset(self) -> None:
         super().reset()
-        self._hidden: Optional[List[HiddenMaps]] = None
+        self._hidden: Optional[HiddenMaps] = None
         self._previous: Optional[torch.Tensor] = None
 
     @property
@@ -366,12 +281,13 @@ class RVOSInferenceCore(OneShotCore):
         """Number of values held for the video (hidden maps + previous masks)."""
         if self._hidden is None:
             return 0
-        return sum(h.numel() for maps in self._hidden for h in maps) + self._previous.numel()
+        return sum(h.numel() for h in self._hidden) + self._previous.numel()
 
     def _mask_probabilities(self, mask: np.ndarray, padded: Tuple[int, int]) -> torch.Tensor:
         ids = torch.from_numpy(np.asarray(mask, dtype=np.int64)).to(self.device)
         h, w = ids.shape
-        one_hot = F.pad(torch.stack([(ids == i).float() for i in self._object_ids]), (0, padded[1] - w, 0, padded[0] - h))
+        one_hot = torch.stack([(ids == i).float() for i in self._object_ids])
+        one_hot = F.pad(one_hot, (0, padded[1] - w, 0, padded[0] - h))
         return torch.cat([1.0 - one_hot.sum(0, keepdim=True).clamp(max=1.0), one_hot])  # (K+1, H', W')
 
     @torch.inference_mode()
@@ -419,20 +335,25 @@ class RVOSZeroShotCore:
 
     def reset(self) -> None:
         self._seen: set = set()
-        self._hidden: Optional[List[HiddenMaps]] = None
+        self._hidden: Optional[HiddenMaps] = None
 
     @property
     def state_numel(self) -> int:
         """Values held between frames (every slot's hidden maps)."""
-        return 0 if self._hidden is None else sum(h.numel() for maps in self._hidden for h in maps)
+        return 0 if self._hidden is None else sum(h.numel() for h in self._hidden)
 
     def step(self, frame: np.ndarray, mask: Optional[np.ndarray] = None) -> torch.Tensor:
         raise SelfvosInputError("rvos", "the zero-shot rvos core segments whole videos, not single frames; use "
                                         "Segmenter.segment_video (or `selfvos segment`)")
 
-    @torch.inference_mode()
     def frame_ids(self, frame: np.ndarray) -> np.ndarray:
         """(H, W, 3) uint8 -> (H, W) uint8 instance ids of this frame (advances the temporal state)."""
+        return self.frame_instances(frame)[0]
+
+    @torch.inference_mode()
+    def frame_instances(self, frame: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """(H, W, 3) uint8 -> ((H, W) uint8 instance ids, (N,) float32 stop probability ``sigmoid(s_i)`` of every
+        slot i, instance id i + 1 being slot i) of this frame (advances the temporal state)."""
         from selfvos.data.image_io import shrink_frame
 
         size = frame.shape[:2]
@@ -443,15 +364,16 @@ class RVOSZeroShotCore:
         n = self.model.config.max_instances
         logits, stops, self._hidden = self.model.decode_frame(self.model.encode(image, self.bfloat16), n, None,
                                                               self._hidden)
-        stopped = (torch.sigmoid(stops[0]) >= self.config.stop_threshold).nonzero()
+        stop = torch.sigmoid(stops[0])
+        stopped = (stop >= self.config.stop_threshold).nonzero()
         count = int(stopped[0, 0]) if len(stopped) else n
         if count == 0:
-            return np.zeros(size, np.uint8)
+            return np.zeros(size, np.uint8), stop.float().cpu().numpy()
         logits = F.interpolate(logits[:, :count], size=image.shape[-2:], mode="bilinear", align_corners=False)
         logits = F.interpolate(logits[..., :h, :w], size=size, mode="bilinear", align_corners=False)
         ids = soft_aggregate(logits)[0].argmax(0)
         self._seen.update(int(i) for i in torch.unique(ids) if int(i))
-        return ids.to(torch.uint8).cpu().numpy()
+        return ids.to(torch.uint8).cpu().numpy(), stop.float().cpu().numpy()
 
     def segment_video(self, video: Any, progress: bool = False) -> Iterator[np.ndarray]:
         from tqdm.auto import tqdm

@@ -1,10 +1,11 @@
 """Convolutional recurrences shared by the zero-shot heads (LVO's ConvGRU visual memory, PDB's and AGS's ConvLSTMs).
 
 Cells take one time step, maps (N, C_in, H, W), and hold (N, D, H, W) states; convolutions keep the grid (odd
-``kernel``, padding ``dilation * (kernel // 2)``; ``dilation`` > 1 is PDB's and AGS's dilated ConvLSTM). :func:`run_sequence` unrolls a cell over (N, T, C_in, H, W) in either direction and
-returns (N, T, D, H, W) hidden maps; :class:`BidirectionalConvRNN` concatenates a forward and a backward pass
-(LVO shares one cell between the two; PDB / AGS give each direction its own), and with ``offline=False``
-runs the forward direction only, so frame t's output never depends on frames after t.
+``kernel``, padding ``dilation * (kernel // 2)``; ``dilation`` > 1 is PDB's and AGS's dilated ConvLSTM).
+:func:`run_sequence` unrolls a cell over (N, T, C_in, H, W) in either direction and returns (N, T, D, H, W)
+hidden maps; :class:`BidirectionalConvRNN` concatenates a forward and a backward pass (LVO shares one cell
+between the two; PDB / AGS give each direction its own), and with ``offline=False`` runs the forward direction
+only, so frame t's output never depends on frames after t.
 
 Equations (``*`` convolution, ``o`` element-wise product, ``[a, b]`` channel concatenation):
 
@@ -12,12 +13,18 @@ Equations (``*`` convolution, ``o`` element-wise product, ``[a, b]`` channel con
   ``h' = (1 - z) o h + z o c``;
 - ConvLSTM: ``i, f, o, g = split(W * [x, h])``, ``c' = sigma(f) o c + sigma(i) o tanh(g)``,
   ``h' = sigma(o) o tanh(c')``.
+
+The gate convolution is linear in its input, so ``W * [a, b] + bias = W_a * a + W_b * b + bias`` (``W_a`` the
+kernel's input channels of part ``a``): :meth:`ConvLSTMCell.gate_terms` computes one part's term, so a caller can
+compute a part shared by several cell calls once, batch the parts known in advance, and leave out a part that
+is zero (a zero state); :meth:`ConvLSTMCell.update` applies the LSTM equations to the summed gates.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 State = Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]
@@ -68,8 +75,28 @@ class ConvLSTMCell(nn.Module):
     def forward(self, x: torch.Tensor, state: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
                 ) -> Tuple[torch.Tensor, torch.Tensor]:
         h, c = self.initial(x) if state is None else state
-        i, f, o, g = self.gates(torch.cat([x, h], 1)).chunk(4, dim=1)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        return self.update(self.gates(torch.cat([x, h], 1)), c)
+
+    def input_weight(self, ranges: Sequence[Tuple[int, int]]) -> torch.Tensor:
+        """The gate kernel's input channels ``[start, stop)`` of each range (channels of ``[x, h]``), concatenated in
+        order: (4D, C', k, k)."""
+        weight = self.gates.weight
+        parts = [weight[:, start:stop] for start, stop in ranges]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+
+    def gate_terms(self, part: torch.Tensor, weight: torch.Tensor, bias: bool = False) -> torch.Tensor:
+        """One input part's term of the gate pre-activations: part (N, C', H, W), ``weight`` from
+        :meth:`input_weight` -> ``weight * part`` (+ the gate bias if ``bias``) (N, 4D, H, W). The gates of
+        ``[x, h]`` are the sum of the terms of its parts with the bias added once."""
+        conv = self.gates
+        return F.conv2d(part, weight, conv.bias if bias else None, padding=conv.padding, dilation=conv.dilation)
+
+    @staticmethod
+    def update(gates: torch.Tensor, c: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The LSTM equations on the gate pre-activations (N, 4D, H, W) and the cell state c (N, D, H, W), None for
+        zeros (``c' = sigma(i) o tanh(g)``) -> (h', c')."""
+        i, f, o, g = gates.chunk(4, dim=1)
+        c = torch.sigmoid(i) * torch.tanh(g) if c is None else torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(c), c
 
     @staticmethod

@@ -1,4 +1,5 @@
-"""RVOS: Hungarian matching, stop targets, the teacher-forcing schedule, the zero-shot forward and both cores."""
+"""RVOS: the decoder against its concatenated-input equations, Hungarian matching, stop targets, the teacher-forcing
+schedule, the zero-shot forward and both cores."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +13,8 @@ from selfvos.errors import SelfvosInputError
 from selfvos.finetune.config import head_clip_config, head_task
 from selfvos.finetune.losses import LossConfig, SegmentationLoss
 from selfvos.finetune.validation import match_instances
-from selfvos.heads.rvos import RVOSConfig, hungarian_match, soft_iou_matrix, stop_targets
+from selfvos.heads.rvos import RVOSConfig
+from selfvos.heads.rvos_decoder import RVOSDecoder, hungarian_match, soft_iou_matrix, stop_targets
 from selfvos.inference.core import create_core
 
 SMALL = {"skip_dim": 8, "hidden": (8, 8, 8, 8)}
@@ -26,6 +28,61 @@ def batch(b: int = 2, t: int = 3, h: int = 64, w: int = 96) -> dict:
     masks[:, :, 0:2] = 255
     return {"frames": torch.rand(b, t, 3, h, w, generator=g), "masks": masks,
             "object_valid": torch.tensor([[True, True], [True, False]])}
+
+
+def concatenated_decoder(decoder, skips, count, masks, temporal):
+    """The decoder's equations as written: per object i and scale k one ``ConvLSTMCell.forward`` on the
+    concatenated input ``[skip | B(h_{i,k-1}) | S_i | h^{t-1}_{i,k}]`` (zeros for a missing temporal state) with
+    the state ``(h, c)_{i-1,k}``."""
+    spatial, logits, stops, hidden = None, [], [], []
+    for i in range(count):
+        states, above = [], None
+        for k, (cell, skip) in enumerate(zip(decoder.cells, skips)):
+            size = tuple(skip.shape[-2:])
+            inputs = [skip]
+            if above is not None:
+                inputs.append(F.interpolate(above, size=size, mode="bilinear", align_corners=False))
+            if masks is not None:
+                inputs.append(F.interpolate(masks[:, i:i + 1], size=size, mode="area"))
+            zeros = skip.new_zeros(skip.shape[0], cell.hidden, *size)
+            inputs.append(temporal[k][:, i] if temporal is not None else zeros)
+            states.append(cell(torch.cat(inputs, dim=1), None if spatial is None else spatial[k]))
+            above = states[-1][0]
+        spatial = states
+        logits.append(decoder.predict(above)[:, 0])
+        hidden.append([h for h, _ in states])
+        if decoder.stop is not None:
+            stops.append(decoder.stop(torch.cat([h.amax(dim=(-2, -1)) for h, _ in states], dim=1))[:, 0])
+    maps = [torch.stack([h[k] for h in hidden], dim=1) for k in range(len(skips))]
+    return torch.stack(logits, dim=1), torch.stack(stops, dim=1) if stops else None, maps
+
+
+@pytest.mark.parametrize("one_shot", [True, False])
+def test_decoder_equals_the_concatenated_input_equations(one_shot):
+    # the gates computed part by part (shared skip term, batched mask + temporal terms, per-object recurrent term,
+    # zero parts left out) equal the cell on the concatenated input: values and parameter gradients
+    torch.manual_seed(0)
+    decoder = RVOSDecoder(8, (8, 6, 6, 4), mask_input=one_shot, stop=not one_shot)
+    skips = [torch.randn(2, 8, 2 * s, 3 * s) for s in (1, 2, 4, 8)]
+    masks = torch.rand(2, 3, 32, 48) if one_shot else None
+    results = []
+    for run in (decoder, lambda *args: concatenated_decoder(decoder, *args)):
+        decoder.zero_grad()
+        first = run(skips, 3, masks, None)
+        second = run(skips, 3, masks, first[2])  # the next frame reads the temporal states
+        outputs = [*first[:2], *second[:2], *second[2]]
+        weights = torch.Generator().manual_seed(1)  # the same positive weights for both runs
+        total = sum((x * torch.rand(x.shape, generator=weights)).sum() for x in outputs if x is not None)
+        total.backward()
+        results.append((outputs, {n: p.grad.clone() for n, p in decoder.named_parameters() if p.grad is not None}))
+    (split, split_grads), (reference, reference_grads) = results
+    assert len(split) == len(reference) and split_grads.keys() == reference_grads.keys()
+    for a, b in zip(split, reference):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    for name, grad in split_grads.items():
+        torch.testing.assert_close(grad, reference_grads[name], rtol=1e-4, atol=1e-5)
 
 
 def test_hungarian_picks_the_best_permutation_of_a_hand_made_case():
@@ -162,7 +219,8 @@ def test_zero_shot_instances_are_matched_to_the_ground_truth_for_validation():
     assert [r.tolist() for r in relabelled] == [[[1, 1, 2, 2]], [[1, 1, 2, 0]]]
 
 
-@pytest.mark.parametrize("name, task, instances", [("rvos_davis16", "one-shot", 3), ("rvos_zs_davis17", "zero-shot", 7)])
+@pytest.mark.parametrize("name, task, instances",
+                         [("rvos_davis16", "one-shot", 3), ("rvos_zs_davis17", "zero-shot", 7)])
 def test_recipes_load(name, task, instances):
     from selfvos.config import load_yaml
     from selfvos.finetune.config import FinetuneConfig
