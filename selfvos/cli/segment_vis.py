@@ -11,7 +11,11 @@ output. The head links them into identities (:mod:`selfvos.heads.vis_core`). Wri
 - ``OUT_DIR/<frame name>.png``: palette PNG of identity ids (identity n stored as ``(n - 1) % 254 + 1``);
 - ``--vis-json``: the YouTube-VIS results JSON (one record per identity, video id ``--video-id``), written
   atomically, scored by ``selfvos evaluate --task vis``;
-- ``--overlay``: the video with each identity in its colour, outlined and labelled ``id <n> <class name>``.
+- ``--overlay``: the video with each identity in its colour, outlined and labelled ``id <n> <class name>`` (the
+  class of its track so far).
+
+Frames are written as they are tracked (the tracks keep only per-frame RLEs, :mod:`selfvos.heads.vis_core`), so
+memory does not grow with the video's pixels.
 
 Outputs are all or nothing as for the other tasks; every option and input is checked before a model is loaded.
 """
@@ -94,23 +98,23 @@ def check_instance_sizes(folder: str, names: list, size: tuple) -> None:
                                           f"{size[1]}x{size[0]}")
 
 
-def write_vis_outputs(core: Any, tracks: list, video: Any, args: argparse.Namespace, names: list) -> None:
-    """Identity PNGs (staged folder), overlay and results JSON; on an error the destinations are left as they were
-    (the JSON is written last)."""
+def write_vis_outputs(core: Any, video: Any, args: argparse.Namespace, names: list) -> list:
+    """Track ``video`` frame by frame (``core.frames``) and write each frame's identity PNG (staged folder) and
+    overlay frame as it is tracked, then the results JSON from the tracks' RLEs; returns the tracks. On an error
+    the destinations are left as they were (the JSON is written last)."""
     from selfvos.atomic import staged_folder
     from selfvos.data.writers import save_palette_png
     from selfvos.eval.vis import write_vis_json
-    from selfvos.heads.vis_core import render_tracks, track_id_map
+    from selfvos.heads.vis_core import render_frame
     from selfvos.inference.io import OverlayVideoWriter
 
     writer = OverlayVideoWriter(args.overlay, fps=video.fps) if args.overlay else None
     try:
         with staged_folder(Path(args.out)) as staged:
-            for t, name in enumerate(video.frame_names):
-                frame = video.frame(t)
-                save_palette_png(staged / f"{name}.png", track_id_map(tracks, t, frame.shape[:2]))
+            for tracked in core.frames(video, progress=True):
+                save_palette_png(staged / f"{video.frame_names[tracked.index]}.png", tracked.ids)
                 if writer is not None:
-                    writer.write(render_tracks(frame, tracks, t, names))
+                    writer.write(render_frame(tracked, names))
             if writer is not None:
                 writer.finish()
         if writer is not None:
@@ -119,9 +123,11 @@ def write_vis_outputs(core: Any, tracks: list, video: Any, args: argparse.Namesp
         if writer is not None:
             writer.abort()
         raise
+    tracks = core.tracks
     if args.vis_json:
         write_vis_json(args.vis_json, core.to_vis_results(args.video_id, tracks))
         print(f"wrote {args.vis_json}")
+    return tracks
 
 
 def run_vis(args: argparse.Namespace) -> int:
@@ -152,8 +158,7 @@ def run_vis(args: argparse.Namespace) -> int:
         source = RVOSInstances(load_model(rvos, args.device), max_side=args.max_side)
     core = create_vis_core(model, source, head_options(args.head_option), args.max_side)
     start = time.perf_counter()
-    tracks = core.segment_video(video, progress=True)
-    write_vis_outputs(core, tracks, video, args, list(getattr(model.config, "categories", ())))
+    tracks = write_vis_outputs(core, video, args, list(getattr(model.config, "categories", ())))
     seconds = time.perf_counter() - start
     print(f"vis: {len(tracks)} identities in {len(video)} frames, masks in {args.out} ({seconds:.1f} s, "
           f"{len(video) / max(seconds, 1e-9):.2f} frames/s)")

@@ -10,7 +10,8 @@
    clips) for the first ``data.pseudo_video_fraction`` of the steps, then real clips with the max frame skip
    growing (``data.curriculum``); validation on the held-out videos every ``eval.every`` steps, the best
    J&F exported to ``<output_dir>/best`` (one-shot heads: one-shot from the first mask, per object; zero-shot
-   heads: zero-shot, single object; their clips are binary and carry flows, see ``FinetuneConfig``); under N
+   heads: zero-shot, single object; their clips are binary and carry flows, see ``FinetuneConfig``; VIS heads,
+   ``training_task`` ``"vis"``: the best YouTube-VIS AP, see ``selfvos.finetune.validation``); under N
    processes each scores its block of the held-out videos, the per-video scores are gathered (the J&F of one
    process), and the main process picks, logs and saves the best;
 4. export the last weights to ``<output_dir>/model`` with ``training.json`` (data, init, config), both
@@ -80,7 +81,7 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
     from selfvos.finetune.losses import SegmentationLoss
     from selfvos.finetune.stages import StagedDataset, StageSchedule
     from selfvos.finetune.config import head_clip_config, head_task
-    from selfvos.finetune.validation import segmentation_scores
+    from selfvos.finetune.validation import segmentation_scores, validation_metric
     from selfvos.registry import create_model
 
     # the head's clip options (also set by FinetuneConfig itself; again here for a config edited after creation)
@@ -114,7 +115,8 @@ def run_finetune(cfg: FinetuneConfig) -> Path:
         def evaluate(trained: Any) -> Dict[str, float]:  # every process scores its share of the held-out videos
             return segmentation_scores(trained, held_videos, task, max_side=cfg.eval.max_side, accelerator=accelerator)
 
-        callbacks.append(EvalCallback(evaluate, every=cfg.eval.every, metric="J&F", mode="max", distributed=True))
+        callbacks.append(EvalCallback(evaluate, every=cfg.eval.every, metric=validation_metric(task), mode="max",
+                                      distributed=True))
     trainer = Trainer(model, dataset, cfg.train, objective=objective, collate_fn=collate_objects,
                       callbacks=callbacks, run_config={k: v for k, v in to_dict(cfg).items() if k != "train"})
     with trainer:  # the MLflow run ends FINISHED, or FAILED / KILLED when anything below raises

@@ -13,15 +13,25 @@ excluded). Returns ``{"J&F", "J", "F"}`` in percent.
   frame 0 (Hungarian, maximising the mean J over the video's frames, as the DAVIS-2017 unsupervised protocol
   matches instances), relabelled (unmatched predictions -> background) and scored per object.
 
+``task="vis"`` (``vis_scores``, a head whose ``training_task`` is ``"vis"``, e.g. MaskTrack): the YouTube-VIS metric
+(:func:`selfvos.eval.vis.evaluate_vis`) of the head's tracks against ``davis_to_vis(collection)`` (class-agnostic
+instance tracks, video ids 1..N in collection order). The head tracks the ground-truth instances as a stand-in
+detector (:class:`~selfvos.inference.vis.GivenInstances`: the instances of each frame in a random order, boxes
+jittered by ``VIS_BOX_JITTER`` of their size, seeded by the video's position in the collection), built through the
+generic ``create_vis_core`` (the ``CORES`` factory of the architecture). Returns ``{"AP", "AP50", "AP75", "AR1",
+"AR10"}`` in percent (-100 where the reference gives -1: no ground truth); the best is chosen on ``"AP"``
+(:func:`validation_metric`).
+
 Under N processes (``accelerator=`` with ``num_processes > 1``), process ``r`` segments and scores only the
 videos ``shard_range(len(collection), r, N)`` (contiguous blocks); the per-video results are gathered with
 ``gather_object`` in video order, so every process computes the same means from the same per-video results
 in the same order as one process does: the scores are equal to one process's, bit for bit, whenever each
-video's masks are (same weights, same frames).
+video's masks are (same weights, same frames). For ``"vis"`` the per-video result records are gathered and every
+process computes the AP over all videos.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -30,6 +40,13 @@ from selfvos.engine.distributed import gather_in_order, shard_range
 from selfvos.eval.davis import DatasetResult, SequenceResult, evaluate_sequence
 
 VOID = 255
+VIS_BOX_JITTER = 0.1  # the ground-truth boxes moved by up to 10 % of their size, as in training (MaskTrack)
+VIS_STATS = ("AP", "AP50", "AP75", "AR1", "AR10")
+
+
+def validation_metric(task: str) -> str:
+    """The metric the best checkpoint is chosen on: ``"AP"`` for ``task="vis"``, else ``"J&F"``."""
+    return "AP" if task == "vis" else "J&F"
 
 
 def match_instances(gt: List[Optional[np.ndarray]], pred: List[np.ndarray]) -> List[np.ndarray]:
@@ -104,14 +121,64 @@ def segmentation_scores(model: Any, collection: VideoCollection, task: str = "on
                         max_side: Optional[int] = None, head: Optional[Dict[str, Any]] = None,
                         multi_object: Optional[bool] = None, accelerator: Any = None) -> Dict[str, float]:
     """J&F, J and F (percent) of ``task`` segmentation (``"one-shot"`` | ``"zero-shot"``) on every video of
-    ``collection`` (all frames annotated). ``multi_object`` (zero-shot only; None: the model class's
+    ``collection`` (all frames annotated); ``task="vis"``: :func:`vis_scores` (AP, ...). ``multi_object`` (zero-shot only; None: the model class's
     ``zero_shot_instances``): score instances matched to the ground-truth objects instead of one foreground.
     ``accelerator``: every process calls it and scores its share of the videos (module docstring); every
     process returns the same scores."""
+    if task == "vis":
+        return vis_scores(model, collection, max_side=max_side, head=head, accelerator=accelerator)
     results, multi_object = video_results(model, collection, task, max_side, head, multi_object, accelerator)
     sequences = {result.name: result for result in results}
     mean = DatasetResult(sequences, multi_object=multi_object, protocol="official").mean()
     return {"J&F": 100 * mean["JF"], "J": 100 * mean["J"], "F": 100 * mean["F"]}
+
+
+def vis_instances(video: Any, seed: int) -> Any:
+    """The ground-truth instances of ``video`` as a detector (module docstring): per frame its id map (void and
+    unannotated frames -> background) shuffled, boxes jittered by ``VIS_BOX_JITTER``, seeded by ``seed``."""
+    from selfvos.inference.vis import GivenInstances
+
+    def ids(t: int) -> np.ndarray:
+        mask = video.mask(t)
+        if mask is None:
+            return np.zeros(video.frame(t).shape[:2], np.uint8)
+        return np.where(mask == VOID, 0, mask)
+
+    return GivenInstances(ids, shuffle=True, box_jitter=VIS_BOX_JITTER, seed=seed, name=f"{video.name} ground truth")
+
+
+def vis_video_records(model: Any, collection: VideoCollection, indices: Sequence[int], max_side: Optional[int] = None,
+                      head: Optional[Dict[str, Any]] = None) -> List[Tuple[int, List[Dict[str, Any]]]]:
+    """``(index, YouTube-VIS result records of video index)`` for each of ``indices``: the model's VIS core tracks
+    :func:`vis_instances` ``(video, seed=index)``; video id ``index + 1`` (as ``davis_to_vis``)."""
+    from selfvos.inference.vis import create_vis_core
+
+    out = []
+    for index in indices:
+        video = collection[index]
+        core = create_vis_core(model, vis_instances(video, index), head, max_side)
+        out.append((index, core.to_vis_results(index + 1, core.segment_video(video))))
+    return out
+
+
+def vis_scores(model: Any, collection: VideoCollection, max_side: Optional[int] = None,
+               head: Optional[Dict[str, Any]] = None, accelerator: Any = None) -> Dict[str, float]:
+    """YouTube-VIS ``VIS_STATS`` (percent) of the model's tracks on every video of ``collection`` (module
+    docstring). With ``accelerator`` each process tracks its block of videos (``shard_range``), the records are
+    gathered in video order and every process scores all of them: every process returns the same scores, equal
+    to one process's."""
+    from selfvos.eval.vis import davis_to_vis, evaluate_vis
+
+    rank, world = (0, 1) if accelerator is None else (accelerator.process_index, accelerator.num_processes)
+    local: List[Tuple[int, List[Dict[str, Any]]]] = []
+    error: Optional[BaseException] = None
+    try:
+        local = vis_video_records(model, collection, shard_range(len(collection), rank, world), max_side, head)
+    except Exception as err:  # every process must still reach the gather
+        error = err
+    records = [record for _, part in gather_in_order(local, error, accelerator) for record in part]
+    stats = evaluate_vis(davis_to_vis(collection), records).stats
+    return {name: 100 * stats[name] for name in VIS_STATS}
 
 
 def one_shot_scores(model: Any, collection: VideoCollection, max_side: Optional[int] = None,

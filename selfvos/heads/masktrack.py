@@ -2,8 +2,9 @@
 the shared selfvos backbone, for video instance segmentation (VIS) of the instances an instance source gives.
 
 Per-frame instances (masks, boxes, detection scores, optional class scores) come from an instance source
-(:mod:`selfvos.heads.vis_core`: RVOS zero-shot instances, masks given per frame, or any detector); this head
-gives each instance an identity embedding and class scores and links instances across frames.
+(:mod:`selfvos.inference.vis`: masks given per frame or any detector; :mod:`selfvos.heads.vis_core`: RVOS zero-shot
+instances); this head gives each instance an identity embedding and class scores and links instances across frames
+(:class:`~selfvos.heads.vis_core.VISCore`).
 
 Network (``MaskTrack``, architecture ``"masktrack"``):
 
@@ -61,6 +62,7 @@ from selfvos.backbones import BackboneConfig, backbone_from_config
 from selfvos.errors import SelfvosInputError
 from selfvos.heads.base import HeadConfig, VOSHead, one_hot_objects
 from selfvos.hub.mixin import ModelInfo, register_architecture
+from selfvos.inference.vis import jitter_boxes, mask_boxes
 from selfvos.registry import CORES
 
 VOID = 255
@@ -171,37 +173,6 @@ def assign_identities(v: torch.Tensor) -> torch.Tensor:
     rows, cols = linear_sum_assignment(np.concatenate([values[:, 1:], new], axis=1), maximize=True)
     out = torch.full((m,), -1, dtype=torch.long)
     out[torch.as_tensor(rows)] = torch.as_tensor(np.where(cols < n, cols, -1), dtype=torch.long)
-    return out
-
-
-def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
-    """(N, H, W) bool -> (N, 4) float xyxy pixel-edge boxes (x1, y1 one past the last pixel); empty -> zeros."""
-    rows, cols = masks.any(2), masks.any(1)
-    h, w = masks.shape[1:]
-
-    def extent(hit: torch.Tensor, size: int) -> Tuple[torch.Tensor, torch.Tensor]:
-        index = torch.arange(size, device=hit.device)
-        first = torch.where(hit, index, size).amin(1)
-        last = torch.where(hit, index, -1).amax(1) + 1
-        return torch.where(hit.any(1), first, 0), last.clamp(min=0)
-
-    x0, x1 = extent(cols, w)
-    y0, y1 = extent(rows, h)
-    return torch.stack([x0, y0, x1, y1], dim=1).float()
-
-
-def jitter_boxes(boxes: torch.Tensor, fraction: float, size: Tuple[int, int],
-                 generator: Optional[torch.Generator] = None) -> torch.Tensor:
-    """Move each corner by up to ``fraction`` of the box width / height (uniform), clipped to the (H, W) image,
-    keeping at least one pixel."""
-    if fraction <= 0 or not len(boxes):
-        return boxes
-    wh = (boxes[:, 2:] - boxes[:, :2]).repeat(1, 2)
-    noise = (torch.rand(boxes.shape, generator=generator) * 2 - 1).to(boxes.device)
-    out = boxes + fraction * wh * noise
-    limit = boxes.new_tensor([size[1], size[0]]).repeat(2)
-    out = torch.minimum(out.clamp(min=0), limit)
-    out[:, 2:] = torch.maximum(out[:, 2:], out[:, :2] + 1)
     return out
 
 

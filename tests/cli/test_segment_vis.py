@@ -74,6 +74,7 @@ def test_vis_with_rvos_zero_shot_instances(checkpoints, video, tmp_path):
                          "--vis-json", str(results), "--video-id", "3")) == 0
     records = json.loads(results.read_text())
     assert isinstance(records, list) and all(r["video_id"] == 3 for r in records)
+    assert all(0 < r["score"] < 1 for r in records)  # 1 - the slots' stop probabilities
     assert len(list((tmp_path / "out").glob("*.png"))) == 5
 
 

@@ -2,8 +2,8 @@
 absent frame, the YouTube-VIS results, the instance sources and the recipe wiring."""
 from __future__ import annotations
 
-import dataclasses
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,11 +131,11 @@ def test_tracks_survive_an_absent_frame_and_give_valid_results():
     core = create_vis_core(model, source, head={"beta": 50.0}, max_side=48)
     tracks = core.segment_video(video)
     assert [t.identity for t in tracks] == [1, 2] and core.object_ids == [1, 2]
-    by_object = {int(ids[0][t.masks[0]][0]): t for t in tracks}
-    assert [m is None for m in by_object[2].masks] == [False, False, True, False]
+    by_object = {int(ids[0][t.mask(0)][0]): t for t in tracks}
+    assert by_object[2].present == [True, True, False, True]
     for obj, track in by_object.items():
-        for t, mask in enumerate(track.masks):
-            assert mask is None or np.array_equal(mask, ids[t] == obj)
+        for t in range(len(video)):
+            assert track.mask(t) is None or np.array_equal(track.mask(t), ids[t] == obj)
     assert by_object[1].score == pytest.approx(1.0) and by_object[1].category == 0
     gt = davis_to_vis(VideoCollection([video]))
     records = core.to_vis_results(1, tracks)
@@ -183,19 +183,18 @@ def test_instance_sources_and_core_errors(tmp_path):
         create_vis_core(model, source).step(np.zeros((40, 60, 3), np.uint8))
 
 
-def test_recipe_loads_and_trains_through_the_generic_loss(tmp_path):
+def test_recipe_is_validated_by_vis_ap():
     from selfvos.config import load_yaml
-    from selfvos.data.supervised import SupervisedClipConfig
     from selfvos.finetune.config import FinetuneConfig, head_task
-    from selfvos.finetune.recipe import run_finetune
+    from selfvos.finetune.recipe import open_videos
+    from selfvos.finetune.validation import validation_metric
 
     cfg = load_yaml(FinetuneConfig, "recipes/configs/finetune/masktrack_davis17.yaml")
-    assert head_task(cfg.model) == "vis" and not cfg.data.clip.binary and cfg.data.clip.max_objects == 7
-    assert cfg.model.categories == ("object",) and not cfg.eval.enabled
-    cfg.model = dataclasses.replace(cfg.model, **SMALL)
-    cfg.data = dataclasses.replace(cfg.data, sources=["synthetic:2"], clips_per_video=2,
-                                   clip=SupervisedClipConfig(size=(48, 64), max_objects=2))
-    cfg.train = dataclasses.replace(cfg.train, max_steps=2, batch_size=2, output_dir=str(tmp_path / "run"),
-                                    save_every=2, cpu_threads=1, tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
-    model = selfvos.from_pretrained(run_finetune(cfg))
-    assert model.architecture == "masktrack" and model.config.feature_dim == 8
+    assert head_task(cfg.model) == "vis" and validation_metric(head_task(cfg.model)) == "AP"
+    assert not cfg.data.clip.binary and cfg.data.clip.max_objects == 7 and cfg.model.categories == ("object",)
+    assert cfg.eval.enabled and cfg.eval.every == 100 and cfg.data.holdout_every == 6
+    assert cfg.data.sources[0].endswith("davis2017-multi")  # index 0: never held out
+    if all(Path(spec.partition(":")[2]).is_dir() for spec in cfg.data.sources):
+        train, held = open_videos(cfg)
+        assert "schoolgirls" in train.names and held.names == ["bus", "flamingo", "mallard-fly", "rollerblade",
+                                                                "tennis"]
