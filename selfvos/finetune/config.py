@@ -98,7 +98,8 @@ class FinetuneDataConfig:
 @dataclass
 class EvalConfig:
     """Validation on the held-out videos: every ``every`` steps and at the end (0 = only at the end);
-    frames processed at ``max_side`` (None: as stored). The best J&F is exported to ``<output_dir>/best``."""
+    frames processed at ``max_side`` (None: as stored). The best J&F (YouTube-VIS AP for a VIS head) is exported
+    to ``<output_dir>/best``."""
 
     every: int = 200
     max_side: Optional[int] = None

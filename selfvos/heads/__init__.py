@@ -19,8 +19,12 @@ from selfvos.heads.pdb import PDB, PDBConfig
 from selfvos.heads.rvos import RVOS, RVOSConfig, RVOSInferenceConfig, RVOSInferenceCore, RVOSZeroShotCore
 from selfvos.heads.stm import STM, STMConfig, STMInferenceConfig, STMInferenceCore
 
-__all__ = ["AGAME", "AGAMEConfig", "AGAMEInferenceConfig", "AGAMEInferenceCore", "AGS", "AGSConfig", "CFBI", "CFBIConfig",
-           "CFBIInferenceConfig", "CFBIInferenceCore", "CFBIPlus", "CFBIPlusConfig", "COSNet", "COSNetConfig", "FEELVOS", "FEELVOSConfig",
-           "FEELVOSInferenceConfig", "FEELVOSInferenceCore", "FusionSeg", "FusionSegConfig", "HeadConfig", "LVO", "LVOConfig", "MaskTrack", "MaskTrackConfig", "MaskTrackInferenceConfig", "MUNet", "MUNetConfig", "MUNetInferenceConfig",
-           "MUNetInferenceCore", "MPNet", "MPNetConfig", "PDB", "PDBConfig", "RVOS", "RVOSConfig",
-           "RVOSInferenceConfig", "RVOSInferenceCore", "RVOSZeroShotCore", "STM", "STMConfig", "STMInferenceConfig", "STMInferenceCore", "VOSHead", "one_hot_objects"]
+__all__ = [
+    "AGAME", "AGAMEConfig", "AGAMEInferenceConfig", "AGAMEInferenceCore", "AGS", "AGSConfig", "CFBI", "CFBIConfig",
+    "CFBIInferenceConfig", "CFBIInferenceCore", "CFBIPlus", "CFBIPlusConfig", "COSNet", "COSNetConfig", "FEELVOS",
+    "FEELVOSConfig", "FEELVOSInferenceConfig", "FEELVOSInferenceCore", "FusionSeg", "FusionSegConfig", "HeadConfig",
+    "LVO", "LVOConfig", "MaskTrack", "MaskTrackConfig", "MaskTrackInferenceConfig", "MPNet", "MPNetConfig", "MUNet",
+    "MUNetConfig", "MUNetInferenceConfig", "MUNetInferenceCore", "one_hot_objects", "PDB", "PDBConfig", "RVOS",
+    "RVOSConfig", "RVOSInferenceConfig", "RVOSInferenceCore", "RVOSZeroShotCore", "STM", "STMConfig",
+    "STMInferenceConfig", "STMInferenceCore", "VOSHead"
+]
