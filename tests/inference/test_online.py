@@ -14,6 +14,7 @@ from PIL import Image
 
 from selfvos.errors import NonFiniteWeightsError
 from selfvos.inference.label_free import mug_online_loss, propagation_loss
+from tests.conftest import shared_path
 from selfvos.inference.one_shot import OneShotConfig
 from selfvos.inference.online import (
     OnlineFinetuneConfig,
@@ -30,9 +31,9 @@ TINY = {"short_side": 64, "crop": None, "batch": 2}  # 64 x 112 views of a 854 x
 
 
 @pytest.fixture(scope="module")
-def davis_frame(shared_data):
+def davis_frame():
     """The first frame of DAVIS-2016 val ``blackswan`` (480, 854, 3) uint8 and its human mask as ids 0 / 1."""
-    root = shared_data / "davis2016-val-dev"
+    root = shared_path("davis2016-val-dev")
     frame = np.asarray(Image.open(root / "JPEGImages" / "480p" / "blackswan" / "00000.jpg").convert("RGB"))
     mask = (np.asarray(Image.open(root / "Annotations" / "480p" / "blackswan" / "00000.png")) > 0).astype(np.uint8)
     return frame, mask
