@@ -348,30 +348,20 @@ def write_outputs(segmenter: Any, video: Any, first_mask: Any, out_dir: Path, ov
     on any error both destinations are left as they were. Returns the number of masks."""
     from contextlib import closing
 
-    from selfvos.atomic import staged_folder
     from selfvos.data.writers import save_palette_png
-    from selfvos.inference.io import OverlayVideoWriter
+    from selfvos.inference.io import staged_outputs
 
-    writer = OverlayVideoWriter(overlay, fps=video.fps) if overlay else None
     names, count = video.frame_names, 0
-    try:  # closing(): the progress bar ends before an error is reported, not when the generator is collected
-        with staged_folder(out_dir) as staged, \
-                closing(segmenter.segment_video(video, first_mask=first_mask, progress=True)) as masks:
-            for t, ids in enumerate(masks):
-                save_palette_png(staged / f"{names[t]}.png", ids)
-                if writer is not None:
-                    writer.write(video.frame(t), ids)
-                count += 1
-            if count != len(names):
-                raise RuntimeError(f"{video.source or video.name}: {count} masks for {len(names)} frames")
+    # closing(): the progress bar ends before an error is reported, not when the generator is collected
+    with staged_outputs(out_dir, overlay, video.fps) as (staged, writer), \
+            closing(segmenter.segment_video(video, first_mask=first_mask, progress=True)) as masks:
+        for t, ids in enumerate(masks):
+            save_palette_png(staged / f"{names[t]}.png", ids)
             if writer is not None:
-                writer.finish()
-        if writer is not None:
-            print(f"wrote overlay {writer.commit()} ({writer.codec})")
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+                writer.write(video.frame(t), ids)
+            count += 1
+        if count != len(names):
+            raise RuntimeError(f"{video.source or video.name}: {count} masks for {len(names)} frames")
     return count
 
 

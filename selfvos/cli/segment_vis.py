@@ -102,27 +102,16 @@ def write_vis_outputs(core: Any, video: Any, args: argparse.Namespace, names: li
     """Track ``video`` frame by frame (``core.frames``) and write each frame's identity PNG (staged folder) and
     overlay frame as it is tracked, then the results JSON from the tracks' RLEs; returns the tracks. On an error
     the destinations are left as they were (the JSON is written last)."""
-    from selfvos.atomic import staged_folder
     from selfvos.data.writers import save_palette_png
     from selfvos.eval.vis import write_vis_json
     from selfvos.heads.vis_core import render_frame
-    from selfvos.inference.io import OverlayVideoWriter
+    from selfvos.inference.io import staged_outputs
 
-    writer = OverlayVideoWriter(args.overlay, fps=video.fps) if args.overlay else None
-    try:
-        with staged_folder(Path(args.out)) as staged:
-            for tracked in core.frames(video, progress=True):
-                save_palette_png(staged / f"{video.frame_names[tracked.index]}.png", tracked.ids)
-                if writer is not None:
-                    writer.write(render_frame(tracked, names))
+    with staged_outputs(Path(args.out), args.overlay, video.fps) as (staged, writer):
+        for tracked in core.frames(video, progress=True):
+            save_palette_png(staged / f"{video.frame_names[tracked.index]}.png", tracked.ids)
             if writer is not None:
-                writer.finish()
-        if writer is not None:
-            print(f"wrote overlay {writer.commit()} ({writer.codec})")
-    except BaseException:
-        if writer is not None:
-            writer.abort()
-        raise
+                writer.write(render_frame(tracked, names))
     tracks = core.tracks
     if args.vis_json:
         write_vis_json(args.vis_json, core.to_vis_results(args.video_id, tracks))

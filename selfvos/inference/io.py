@@ -298,3 +298,23 @@ def write_overlay_video(path: PathLike, frames: Iterable[np.ndarray], masks: Ite
         for frame, mask in zip(frames, masks):
             writer.write(frame, mask)
     return writer.path
+
+
+@contextmanager
+def staged_outputs(out_dir: Path, overlay: Optional[str], fps: float) -> Iterator[tuple]:
+    """``with staged_outputs(out_dir, overlay, fps) as (staged, writer):`` a staged folder that replaces
+    ``out_dir`` once the block completes and an :class:`OverlayVideoWriter` (None without ``overlay``) whose video
+    is finished inside the staging and moved into place right after; on any error both destinations are left as
+    they were. Prints the overlay's path and codec when it is written."""
+    writer = OverlayVideoWriter(overlay, fps=fps) if overlay else None
+    try:
+        with staged_folder(Path(out_dir)) as staged:
+            yield staged, writer
+            if writer is not None:
+                writer.finish()
+        if writer is not None:
+            print(f"wrote overlay {writer.commit()} ({writer.codec})")
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
