@@ -291,7 +291,9 @@ class MaskTrack(VOSHead):
                 if not len(query):
                     continue
                 match = index[query, 1][:, None] == memory_ids[None]  # (M, N)
-                targets.append(torch.where(match.any(1), match.float().argmax(1) + 1, 0))
+                # "new" (0) where no memory identity matches, e.g. every reference dropped (memory_drop)
+                nearest = match.float().argmax(1) + 1 if match.shape[1] else torch.zeros_like(index[query, 1])
+                targets.append(torch.where(match.any(1), nearest, 0))
                 logits.append(identity_logits(emb[query], emb[ref]))
         if logits:
             id_losses = [F.cross_entropy(z, y, reduction="sum") for z, y in zip(logits, targets)]

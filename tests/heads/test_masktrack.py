@@ -112,6 +112,18 @@ def test_forward_targets_and_loss_are_the_formula_on_its_own_embeddings():
     torch.testing.assert_close(SegmentationLoss()(model, batch)["loss"], out["extra_loss"])
 
 
+def test_every_reference_dropped_makes_every_target_new():
+    """memory_drop can drop all references of a clip: the identities are all "new" (0), not a crash."""
+    torch.manual_seed(0)
+    model = selfvos.create_model("masktrack", memory_drop=0.999, **SMALL).train()
+    masks = torch.zeros(1, 2, 32, 48, dtype=torch.long)
+    masks[0, :, 2:12, 3:20] = 1
+    batch = {"frames": torch.rand(1, 2, 3, 32, 48), "masks": masks, "object_valid": torch.ones(1, 1, dtype=bool)}
+    out = model(batch)
+    assert out["identity_targets"].tolist() == [0] and torch.isfinite(out["extra_loss"])
+    out["extra_loss"].backward()
+
+
 def test_hungarian_gives_one_instance_per_identity():
     # both instances prefer identity 0; greedy would give it twice. Columns: new, identity 0, identity 1
     v = torch.tensor([[-1.0, 5.0, 0.0], [-1.0, 4.0, 3.0]])
