@@ -37,27 +37,31 @@ REPO = Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 480, 854
 
 
-def synthetic_video(length: int, seed: int = 0) -> Tuple[Iterator[np.ndarray], np.ndarray]:
-    """(frames iterator of (480, 854, 3) uint8, first mask (480, 854) uint8 with ids 1 and 2)."""
+def synthetic_video(length: int, seed: int = 0, size: Tuple[int, int] = (HEIGHT, WIDTH)
+                    ) -> Tuple[Iterator[np.ndarray], np.ndarray]:
+    """(frames iterator of (H, W, 3) uint8, first mask (H, W) uint8 with ids 1 and 2); ``size`` (H, W), the
+    default 480x854 (the layout is scaled with it)."""
     rng = np.random.default_rng(seed)
     import cv2
 
-    pan = 3
-    low = (rng.random((HEIGHT // 16, (WIDTH + pan * 400) // 16, 3)) * 255).astype(np.uint8)
-    panorama = cv2.resize(low, ((WIDTH + pan * 400), HEIGHT), interpolation=cv2.INTER_CUBIC)
-    yy, xx = np.mgrid[:HEIGHT, :WIDTH]
+    height, width = size
+    sy, sx = height / HEIGHT, width / WIDTH
+    pan = max(1, round(3 * sx))
+    low = (rng.random((max(1, height // 16), (width + pan * 400) // 16, 3)) * 255).astype(np.uint8)
+    panorama = cv2.resize(low, ((width + pan * 400), height), interpolation=cv2.INTER_CUBIC)
+    yy, xx = np.mgrid[:height, :width]
 
     def mask_at(t: int) -> np.ndarray:
-        cx, cy = 300 + 150 * np.sin(t / 40.0), 240 + 80 * np.cos(t / 55.0)
-        mask = np.zeros((HEIGHT, WIDTH), np.uint8)
-        mask[((yy - cy) / 90.0) ** 2 + ((xx - cx) / 60.0) ** 2 <= 1] = 1
-        mask[(np.abs(yy - 240) < 50) & (np.abs(xx - (650 - 100 * np.sin(t / 30.0))) < 40)] = 2
+        cx, cy = sx * (300 + 150 * np.sin(t / 40.0)), sy * (240 + 80 * np.cos(t / 55.0))
+        mask = np.zeros((height, width), np.uint8)
+        mask[((yy - cy) / (90.0 * sy)) ** 2 + ((xx - cx) / (60.0 * sx)) ** 2 <= 1] = 1
+        mask[(np.abs(yy - 240 * sy) < 50 * sy) & (np.abs(xx - sx * (650 - 100 * np.sin(t / 30.0))) < 40 * sx)] = 2
         return mask
 
     def frames() -> Iterator[np.ndarray]:
         for t in range(length):
             offset = (t * pan) % (pan * 400)
-            frame = panorama[:, offset:offset + WIDTH].copy()
+            frame = panorama[:, offset:offset + width].copy()
             mask = mask_at(t)
             frame[mask == 1] = (230, 40, 40)
             frame[mask == 2] = (40, 40, 230)
@@ -95,9 +99,10 @@ def checkpoint_masks(checkpoint: str, max_side, frames: Iterator[np.ndarray], fi
         yield segmenter.to_ids(segmenter.step(frame, first_mask if index == 0 else None))
 
 
-def child(length: int, features: str, config: str, checkpoint: str = None, max_side: int = None) -> Dict[str, float]:
-    """Run one video in this process; report peak RSS and timing."""
-    frames, first_mask = synthetic_video(length)
+def child(length: int, features: str, config: str, checkpoint: str = None, max_side: int = None,
+          size: Tuple[int, int] = (HEIGHT, WIDTH)) -> Dict[str, float]:
+    """Run one video of ``size`` (H, W) in this process; report peak RSS and timing."""
+    frames, first_mask = synthetic_video(length, size=size)
     if checkpoint:
         propagator, masks = None, checkpoint_masks(checkpoint, max_side, frames, first_mask)
     else:
@@ -106,7 +111,7 @@ def child(length: int, features: str, config: str, checkpoint: str = None, max_s
     rss_after = {}
     start = time.perf_counter()
     for index, ids in enumerate(masks):
-        if index + 1 in (10, 50, 100, 500, 1000, 2000):
+        if index + 1 in (10, 50, 100, 500, 1000, 2000, 5000, 10000):
             rss_after[str(index + 1)] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(f"{length}-frame run: peak RSS {rss_after[str(index + 1)]:.0f} MiB after {index + 1} frames",
                   file=sys.stderr, flush=True)
@@ -161,6 +166,11 @@ def main() -> int:
                         help="torch threads (1 is faster on an oversubscribed machine)")
     parser.add_argument("--checkpoint", help="memory runs with this model's one-shot core (selfvos.Segmenter)")
     parser.add_argument("--max-side", type=int, help="with --checkpoint: the longest side frames are processed at")
+    parser.add_argument("--sequential", action="store_true",
+                        help="one length after the other (default side by side; peak RSS is per process either way)")
+    parser.add_argument("--size", type=int, nargs=2, default=[HEIGHT, WIDTH], metavar=("H", "W"),
+                        help="frame size of the memory runs (smaller: long videos in minutes; the state per frame "
+                             "scales with it, its growth with length does not)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--output", default=str(REPO / "benchmarks" / "results" / "one_shot_memory.json"))
     args = parser.parse_args()
@@ -168,24 +178,35 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     if args.child:
-        print(json.dumps(child(args.child, args.features, args.config, args.checkpoint, args.max_side)))
+        print(json.dumps(child(args.child, args.features, args.config, args.checkpoint, args.max_side,
+                               tuple(args.size))))
         return 0
     # one process per length, run side by side (peak RSS is per process; their timings share the CPU)
     model = ["--checkpoint", args.checkpoint] + (["--max-side", str(args.max_side)] if args.max_side else []) \
         if args.checkpoint else []
-    runs = [subprocess.Popen([sys.executable, __file__, "--child", str(n), "--features", args.features,
-                              "--config", args.config, "--threads", str(args.threads), *model],
-                             stdout=subprocess.PIPE, text=True, cwd=REPO)
-            for n in args.lengths]
-    memory = []
-    for run in runs:
+    def start(n: int) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, __file__, "--child", str(n), "--features", args.features,
+                                 "--config", args.config, "--threads", str(args.threads), *model,
+                                 "--size", *map(str, args.size)],
+                                stdout=subprocess.PIPE, text=True, cwd=REPO)
+
+    def finish(run: subprocess.Popen) -> Dict[str, float]:
         out, _ = run.communicate()
         if run.returncode:
             raise SystemExit(f"memory run failed with exit code {run.returncode}")
-        memory.append(json.loads(out.strip().splitlines()[-1]))
+        return json.loads(out.strip().splitlines()[-1])
+
+    if args.sequential:
+        memory = [finish(start(n)) for n in args.lengths]
+    else:
+        memory = [finish(run) for run in [start(n) for n in args.lengths]]
     ratio = memory[-1]["peak_rss_mib"] / memory[0]["peak_rss_mib"] if memory else None
+    after = memory[-1]["peak_rss_mib_after"] if memory else {}
+    # within the longest run: peak RSS after its last checkpoint against after 100 frames (same process)
+    within = after[max(after, key=int)] / after["100"] if "100" in after else None
     timings = [speed(f, args.speed_frames) for f in args.speed_features] if args.speed_frames else []
-    doc = {"size": [HEIGHT, WIDTH], "memory": memory, "peak_rss_ratio_longest_to_shortest": ratio,
+    doc = {"size": list(args.size), "memory": memory, "peak_rss_ratio_longest_to_shortest": ratio,
+           "peak_rss_ratio_within_longest_run": within,
            "speed": timings, "matmul_peak_gflops": matmul_peak_gflops() if timings else None,
            "checkpoint": args.checkpoint, "max_side": args.max_side,
            "machine": platform.platform(), "torch_threads": args.threads}
@@ -197,6 +218,9 @@ def main() -> int:
               f"{m['bank_frames']:>3}/{m['bank_capacity']:<3}")
     if memory:
         print(f"peak RSS ratio {memory[-1]['frames']} / {memory[0]['frames']} frames: {ratio:.3f} (must be <= 1.2)")
+    if within:
+        print(f"peak RSS after {max(after, key=int)} / after 100 frames of the {memory[-1]['frames']}-frame run: "
+              f"{within:.3f}")
     for s in timings:
         print(f"speed {s['features']:>14}: {s['seconds_per_frame']:.3f} s/frame ({s['frames_per_second']:.2f} fps), "
               f"encode {s['encode_seconds']:.3f} s, propagation {s['propagation_seconds']:.3f} s")
