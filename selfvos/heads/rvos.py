@@ -117,6 +117,8 @@ class RVOSConfig(HeadConfig):
     teacher_forcing_steps: one-shot: training forward calls that get the ground-truth previous masks.
     match_first_slots: zero-shot: only the first min(N, K) slots enter the matching (RSIS); else all N.
     stop_weight: weight of the stop BCE (``extra_loss``).
+    mask_prior: one-shot: > 0 starts the decoder as "copy the previous mask" with this gate strength
+        (:meth:`RVOSDecoder.init_mask_prior`); 0 is the plain random initialisation of the paper.
     """
 
     mode: str = "one_shot"
@@ -128,6 +130,7 @@ class RVOSConfig(HeadConfig):
     teacher_forcing_steps: int = 200
     match_first_slots: bool = True
     stop_weight: float = 1.0
+    mask_prior: float = 0.0
     inference: RVOSInferenceConfig = field(default_factory=RVOSInferenceConfig)
 
     def __post_init__(self) -> None:
@@ -137,8 +140,9 @@ class RVOSConfig(HeadConfig):
         if len(self.hidden) != len(self.backbone.return_layers):
             raise ValueError(f"hidden needs one size per return layer ({len(self.backbone.return_layers)}), "
                              f"got {self.hidden}")
-        if self.max_instances < 1 or self.teacher_forcing_steps < 0 or self.stop_weight < 0:
-            raise ValueError(f"need max_instances >= 1, teacher_forcing_steps >= 0, stop_weight >= 0, got {self}")
+        if self.max_instances < 1 or self.teacher_forcing_steps < 0 or self.stop_weight < 0 or self.mask_prior < 0:
+            raise ValueError(f"need max_instances >= 1, teacher_forcing_steps >= 0, stop_weight >= 0, mask_prior >= 0, "
+                             f"got {self}")
 
 
 @register_architecture
@@ -169,6 +173,7 @@ class RVOS(VOSHead):
         self.project = nn.ModuleList([nn.Conv2d(self.backbone.out_channels[name], cfg.skip_dim, 1) for name in layers])
         self.zero_shot = cfg.mode == "zero_shot"
         self.decoder = RVOSDecoder(cfg.skip_dim, cfg.hidden, mask_input=not self.zero_shot, stop=self.zero_shot)
+        self.decoder.init_mask_prior(cfg.mask_prior)
         self.register_buffer("train_calls", torch.zeros((), dtype=torch.long))
 
     @property

@@ -62,6 +62,30 @@ class RVOSDecoder(nn.Module):
         self.predict = nn.Conv2d(hidden[-1], 1, 1)
         self.stop = nn.Linear(sum(hidden), 1) if stop else None
 
+    @torch.no_grad()
+    def init_mask_prior(self, strength: float) -> None:
+        """Start the one-shot decoder as "copy the previous mask" (``strength`` a > 0). At the finest scale, hidden
+        channel 0 writes the mask S into its cell and forgets the previous object's: input gate and candidate
+        pre-activations a S at the kernel centre, candidate bias -a/2, forget bias -a, output bias +a; so
+        c = sigma(a) tanh(a/2) for S = 1 and sigma(0) tanh(-a/2) for S = 0, h = sigma(a) tanh(c). The prediction
+        reads channel 0 with weight 2a and the bias that puts the midpoint of the two h values at logit 0 (logits
+        about +-4.7 for a = 4). The other (random) terms act as noise; everything is learnt from there."""
+        if not self.mask_input or strength <= 0:
+            return
+        cell, dim = self.cells[-1], self.cells[-1].hidden
+        weight, bias, centre = cell.gates.weight, cell.gates.bias, cell.gates.kernel_size[0] // 2
+        mask = self.channels[-1]["mask"][0]
+        i, f, o, g = 0, dim, 2 * dim, 3 * dim  # gate rows of hidden channel 0 ([i | f | o | g] blocks of D)
+        weight[i, mask, centre, centre] = weight[g, mask, centre, centre] = strength
+        bias[i], bias[f], bias[o], bias[g] = 0.0, -strength, strength, -strength / 2
+        a = torch.tensor(float(strength))
+        gate_open, half = torch.sigmoid(a), torch.tanh(a / 2)
+        on = gate_open * torch.tanh(gate_open * half)  # h for S = 1
+        off = gate_open * torch.tanh(-0.5 * half)  # h for S = 0
+        self.predict.weight[0] = 0.0
+        self.predict.weight[0, 0] = 2 * strength
+        self.predict.bias[0] = -strength * float(on + off)
+
     def _object_terms(self, k: int, size: Tuple[int, int], masks: Optional[torch.Tensor],
                       temporal: Optional[HiddenMaps], count: int) -> Optional[Tuple[torch.Tensor, ...]]:
         """Per object (B, 4D_k, h_k, w_k): every object's mask + temporal term at scale k, computed in one

@@ -85,6 +85,24 @@ def test_decoder_equals_the_concatenated_input_equations(one_shot):
         torch.testing.assert_close(grad, reference_grads[name], rtol=1e-4, atol=1e-5)
 
 
+def test_mask_prior_starts_as_copying_each_objects_previous_mask():
+    """mask_prior > 0: the untrained one-shot decoder returns each object's previous mask (at 1/4 resolution), the
+    second object without the first one's cell state; 0 leaves the random initialisation."""
+    torch.manual_seed(0)
+    model = selfvos.create_model("rvos", mask_prior=4.0).eval()
+    previous = torch.zeros(1, 2, 96, 160)
+    previous[0, 0, 20:70, 40:100] = 1
+    previous[0, 1, 30:60, 110:150] = 1
+    with torch.no_grad():
+        logits, _, _ = model.decode_frame(model.encode(torch.rand(1, 3, 96, 160)), 2, previous, None)
+    truth = F.interpolate(previous, size=logits.shape[-2:], mode="area") > 0.5
+    pred = logits > 0
+    iou = (pred & truth).sum((-2, -1)) / (pred | truth).sum((-2, -1))
+    assert iou.min() > 0.95, iou
+    plain = selfvos.create_model("rvos", mask_prior=0.0)
+    assert plain.decoder.predict.weight.abs().max() < 1.0  # default init: |w| <= 1 / sqrt(fan_in)
+
+
 def test_hungarian_picks_the_best_permutation_of_a_hand_made_case():
     # 3 slots x 2 instances: greedy (slot 0 -> instance 0, 0.9) would total 1.0; the optimum 0.8 + 0.85 = 1.65
     iou = torch.tensor([[0.9, 0.8], [0.85, 0.1], [0.0, 0.05]])
