@@ -56,7 +56,8 @@ then with its own previous masks. Reduced versus the paper (CPU budget): ResNet-
 instead of 5 frames at 256x448, the teacher-forcing switch after a number of steps instead of 20 + 20 epochs; the
 zero-shot loss is the platform's cross-entropy (+ soft IoU if configured) on the matched slots instead of RSIS's
 soft-IoU-only mask loss, and the RSIS box / class branches and the curriculum over the number of objects are left
-out.
+out. Added: ``mask_prior`` (one-shot) initialises the decoder to copy the previous mask, which the paper's random
+initialisation does not learn within a CPU budget.
 """
 from __future__ import annotations
 

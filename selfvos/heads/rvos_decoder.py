@@ -68,8 +68,9 @@ class RVOSDecoder(nn.Module):
         channel 0 writes the mask S into its cell and forgets the previous object's: input gate and candidate
         pre-activations a S at the kernel centre, candidate bias -a/2, forget bias -a, output bias +a; so
         c = sigma(a) tanh(a/2) for S = 1 and sigma(0) tanh(-a/2) for S = 0, h = sigma(a) tanh(c). The prediction
-        reads channel 0 with weight 2a and the bias that puts the midpoint of the two h values at logit 0 (logits
-        about +-4.7 for a = 4). The other (random) terms act as noise; everything is learnt from there."""
+        reads channel 0 only (weight 2a, the other channels 0) with the bias that puts the midpoint of the two h
+        values at logit 0 (logits about +-4.7 for a = 4). The other gate weights keep their random initialisation and
+        act as noise; everything is learnt from there."""
         if not self.mask_input or strength <= 0:
             return
         cell, dim = self.cells[-1], self.cells[-1].hidden
