@@ -41,7 +41,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from selfvos.data.sampling import (
-    ClipAugmenter, ClipDataset, ClipSamplerConfig, MaskProvider, sample_clip_indices, sample_reference_indices,
+    ClipAugmenter, ClipDataset, ClipSamplerConfig, MaskProvider, SharedSkip, sample_clip_indices,
+    sample_reference_indices,
 )
 from selfvos.data.streaming import OpenVideos, ShardVideo, VideoShards
 from selfvos.data.video import LazyVideo, VideoCollection, VideoView
@@ -73,7 +74,7 @@ class _VideoClips(ClipDataset):
         return item
 
 
-class ClipStream(IterableDataset):
+class ClipStream(SharedSkip, IterableDataset):
     """Clips (the :mod:`selfvos.data.sampling` batch contract) from the videos of a :class:`VideoShards`
     collection, streamed in the order of the module docstring; ``rank`` / ``world_size`` / ``batch_size`` are
     normally set by :func:`prepare_stream_loader`."""
@@ -127,16 +128,6 @@ class ClipStream(IterableDataset):
         self._state[0] = int(epoch)
         if get_worker_info() is None:
             gc.collect()
-
-    @property
-    def max_skip(self) -> int:
-        return int(self._state[1])
-
-    @max_skip.setter
-    def max_skip(self, value: int) -> None:
-        if value < 1:
-            raise ValueError(f"max_skip must be >= 1, got {value}")
-        self._state[1] = int(value)
 
     @property
     def start_batch(self) -> int:

@@ -151,7 +151,24 @@ def _resize_mask(mask: np.ndarray, size: Tuple[int, int], *, hard: bool) -> torc
     return torch.from_numpy(np.clip(mask, 0.0, 1.0)).unsqueeze(0)
 
 
-class ClipDataset(Dataset):
+class SharedSkip:
+    """``max_skip`` kept in the shared-memory ``_state`` tensor ``(epoch, max_skip)`` of a clip dataset, so that
+    DataLoader workers see the skip curriculum set in the main process."""
+
+    _state: torch.Tensor
+
+    @property
+    def max_skip(self) -> int:
+        return int(self._state[1])
+
+    @max_skip.setter
+    def max_skip(self, value: int) -> None:
+        if value < 1:
+            raise ValueError(f"max_skip must be >= 1, got {value}")
+        self._state[1] = int(value)
+
+
+class ClipDataset(SharedSkip, Dataset):
     """Random clips (+ reference frames, + pseudo-masks) from a :class:`VideoCollection`.
 
     Item ``index`` reads video ``index % len(collection)``, so each pass over ``clips_per_video * len(collection)``
@@ -181,16 +198,6 @@ class ClipDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self._state[0] = int(epoch)
-
-    @property
-    def max_skip(self) -> int:
-        return int(self._state[1])
-
-    @max_skip.setter
-    def max_skip(self, value: int) -> None:
-        if value < 1:
-            raise ValueError(f"max_skip must be >= 1, got {value}")
-        self._state[1] = int(value)
 
     def item_seed(self, index: int) -> np.random.SeedSequence:
         return np.random.SeedSequence([self.cfg.seed, self.epoch, int(index)])
