@@ -173,24 +173,30 @@ def stage_pretrain(args: argparse.Namespace, peak: Dict[str, float]) -> List[Dic
     return rows
 
 
-def head_recipe(head: str):
-    """(FinetuneConfig, model, loss, one real batch, its data seconds) of ``recipes/configs/finetune/<head>_*.yaml``."""
+def recipe_config(head: str):
+    """The FinetuneConfig of ``recipes/configs/finetune/<head>_*.yaml``, its data under ``SHARED``."""
     import dataclasses
 
     from selfvos.cli.recipes import resolve
-    from selfvos.data.supervised import SupervisedClipDataset, collate_objects
-    from selfvos.engine.trainer import freeze_batchnorm
     from selfvos.finetune.config import FinetuneConfig, head_clip_config
-    from selfvos.finetune.losses import SegmentationLoss
-    from selfvos.finetune.recipe import head_architecture, open_videos
-    from selfvos.registry import create_model
 
     stem = "rvos_zs_davis17" if head == "rvos_zs" else ("masktrack_davis17" if head == "masktrack" else
                                                          f"{head}_davis16")
     cfg = resolve(FinetuneConfig, str(REPO / "recipes" / "configs" / "finetune" / f"{stem}.yaml"), {}, [])
     sources = [s.replace("../shared/data", str(SHARED)) for s in cfg.data.sources]
     clip = head_clip_config(cfg.model, cfg.data.clip)
-    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sources=sources, clip=clip))
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, sources=sources, clip=clip))
+
+
+def head_recipe(head: str):
+    """(FinetuneConfig, model, loss, one real batch, its data seconds) of ``recipes/configs/finetune/<head>_*.yaml``."""
+    from selfvos.data.supervised import SupervisedClipDataset, collate_objects
+    from selfvos.engine.trainer import freeze_batchnorm
+    from selfvos.finetune.losses import SegmentationLoss
+    from selfvos.finetune.recipe import head_architecture, open_videos
+    from selfvos.registry import create_model
+
+    cfg = recipe_config(head)
     train_videos, _ = open_videos(cfg)
     dataset = SupervisedClipDataset(train_videos, cfg.data.clip, clips_per_video=1)
     start = time.perf_counter()
@@ -233,7 +239,7 @@ def inference_models(args: argparse.Namespace):
             if run.is_dir():
                 yield head, task, selfvos.from_pretrained(str(run)), args.head_max_side, str(run.relative_to(REPO))
             else:
-                cfg = head_recipe(head)[0]
+                cfg = recipe_config(head)
                 model = create_model(head_architecture(cfg), cfg.model)
                 yield head, task, model.eval(), args.head_max_side, "random"
 
